@@ -1,0 +1,40 @@
+# Two commands: `make run` (dashboard on http://localhost:8501) and `make test` (whole suite).
+# Variables: PYTHON=python3.12  GPU=1 (installs tensorflow[and-cuda])  HOST=0.0.0.0 PORT=8501
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GPU ?= 0
+HOST ?= localhost
+PORT ?= 8501
+TF_VERSION := $(shell sed -n 's/^tensorflow==//p' requirements.txt)
+
+.PHONY: run test bench clean-venv
+
+$(VENV)/.python-ok:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.runtime-installed: $(VENV)/.python-ok requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt
+ifeq ($(GPU),1)
+	$(PY) -m pip install --quiet "tensorflow[and-cuda]==$(TF_VERSION)"
+endif
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime-installed
+	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
+
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev-installed
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

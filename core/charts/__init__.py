@@ -1,0 +1,1 @@
+"""Plotly figure builders, one module per area; every builder returns a ``go.Figure``."""

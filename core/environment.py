@@ -1,0 +1,109 @@
+"""Facts about the machine the app runs on: Python, TensorFlow/Keras, backend, GPUs, CPUs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+NVIDIA_SMI_TIMEOUT_SECONDS = 5
+
+
+def _nvidia_smi_gpus() -> list[dict]:
+    """Lists GPUs with name and total memory through ``nvidia-smi``; empty when it is absent."""
+    executable = shutil.which("nvidia-smi")
+    if not executable:
+        return []
+    try:
+        output = subprocess.run(
+            [executable, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_SECONDS,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in output.strip().splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"index": int(parts[0]), "name": parts[1], "memory_mib": int(float(parts[2]))})
+    return gpus
+
+
+def framework_gpus() -> list[dict]:
+    """Lists the GPUs the active Keras backend can see, with names where the backend tells them."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    gpus: list[dict] = []
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            for index, device in enumerate(tf.config.list_physical_devices("GPU")):
+                details = tf.config.experimental.get_device_details(device)
+                gpus.append({"index": index, "name": details.get("device_name", device.name)})
+        elif backend == "jax":
+            import jax
+
+            for device in jax.devices():
+                if device.platform == "gpu":
+                    gpus.append({"index": device.id, "name": device.device_kind})
+        elif backend == "torch":
+            import torch
+
+            for index in range(torch.cuda.device_count()):
+                gpus.append({"index": index, "name": torch.cuda.get_device_name(index)})
+    except Exception:  # noqa: BLE001 - an unusable backend means "no GPU", never a crash
+        return []
+    return gpus
+
+
+def visible_gpu_count() -> int:
+    """How many GPUs training may use, without importing a framework.
+
+    Uses ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi``; 0 on a CPU-only machine.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([item for item in visible.split(",") if item.strip() and item.strip() != "-1"])
+    return len(_nvidia_smi_gpus())
+
+
+def describe_environment() -> dict:
+    """Returns the environment panel's facts.
+
+    Returns:
+        A dict with ``python``, ``platform``, ``cpu_count``, ``tensorflow``, ``keras``,
+        ``keras_backend`` and ``gpus`` (a list of ``{index, name, memory_mib}``).
+    """
+    report = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count() or 1,
+        "tensorflow": None,
+        "keras": None,
+        "keras_backend": None,
+        "gpus": [],
+    }
+    try:
+        import tensorflow as tf
+
+        report["tensorflow"] = tf.__version__
+    except Exception:  # noqa: BLE001 - TensorFlow may be absent on a JAX-only machine
+        pass
+    try:
+        import keras
+
+        report["keras"] = keras.__version__
+        report["keras_backend"] = keras.backend.backend()
+    except Exception:  # noqa: BLE001
+        pass
+    smi = {gpu["index"]: gpu for gpu in _nvidia_smi_gpus()}
+    gpus = framework_gpus()
+    for gpu in gpus:
+        gpu["memory_mib"] = smi.get(gpu["index"], {}).get("memory_mib")
+    report["gpus"] = gpus
+    return report

@@ -1,0 +1,1 @@
+"""Custom Keras layers used by the LeNet family (registered for safe_mode loading)."""

@@ -1,0 +1,1 @@
+"""Custom Keras layers used by transfer models (registered for safe_mode loading)."""

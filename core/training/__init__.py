@@ -1,0 +1,1 @@
+"""Training: one resolved config fitted into one run folder."""

@@ -1,0 +1,163 @@
+"""Shared fixtures: isolated data/runs roots, ../shared data, AppTest and browser harnesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS_DIR = REPO_ROOT / "artifacts"
+SERVER_START_TIMEOUT_SECONDS = 90
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@pytest.fixture(autouse=True)
+def isolated_roots(tmp_path, monkeypatch):
+    """Points ``TLLAB_DATA_DIR`` and ``TLLAB_RUNS_DIR`` at fresh folders for every test."""
+    data_dir = tmp_path / "data"
+    runs_dir = tmp_path / "runs"
+    data_dir.mkdir()
+    runs_dir.mkdir()
+    monkeypatch.setenv("TLLAB_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TLLAB_RUNS_DIR", str(runs_dir))
+    return {"data": data_dir, "runs": runs_dir}
+
+
+def shared_file(*relative: str) -> Path:
+    """Returns a path under ``../shared/datasets``, skipping the test when it is absent."""
+    path = SHARED_DATASETS.joinpath(*relative)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: ../shared/datasets only exists on the developers' machines")
+    return path
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The ``../shared/datasets`` folder; skips when a fresh clone has none."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} is absent: real data only exists on the developers' machines")
+    return SHARED_DATASETS
+
+
+def run_page(page: str, timeout: float = 60, **session_state):
+    """Runs one page file under ``streamlit.testing.v1.AppTest`` and returns the AppTest.
+
+    Args:
+        page: path relative to the repository, e.g. ``"pages/concepts.py"``.
+        timeout: seconds the script may take.
+        **session_state: values to put in ``st.session_state`` before the run.
+    """
+    from streamlit.testing.v1 import AppTest
+
+    app_test = AppTest.from_file(str(REPO_ROOT / page), default_timeout=timeout)
+    for key, value in session_state.items():
+        app_test.session_state[key] = value
+    return app_test.run()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def browser_dirs(tmp_path_factory):
+    """Data and runs roots that the browser-test server and the tests share."""
+    root = tmp_path_factory.mktemp("browser")
+    dirs = {"data": root / "data", "runs": root / "runs"}
+    for path in dirs.values():
+        path.mkdir()
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(browser_dirs):
+    """Starts ``streamlit run app.py`` on 127.0.0.1 for the browser tests; yields its base URL."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (.ci/run installs Debian's chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is absent")
+    port = _free_port()
+    environment = dict(os.environ, TLLAB_DATA_DIR=str(browser_dirs["data"]),
+                       TLLAB_RUNS_DIR=str(browser_dirs["runs"]), PYTHONUNBUFFERED="1")
+    log_path = browser_dirs["runs"].parent / "streamlit.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield base_url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Debian Chromium driven by Playwright (never ``playwright install``)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (.ci/run installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, streamlit_server):
+    """A fresh browser page; ``page.app_url(path)`` builds URLs on the test server."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    new_page = context.new_page()
+    new_page.set_default_timeout(60_000)
+    new_page.app_url = lambda path="": f"{streamlit_server}/{path.lstrip('/')}"
+    yield new_page
+    context.close()
+
+
+def save_screenshot(browser_page, name: str) -> Path:
+    """Saves a full-page screenshot to ``artifacts/NAME.png`` and returns its path."""
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    path = ARTIFACTS_DIR / f"{name}.png"
+    browser_page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_for_text(browser_page, text: str, timeout_ms: int = 60_000) -> None:
+    """Waits until ``text`` is visible in the app (Streamlit renders asynchronously, so tests
+    wait for concrete content rather than for an idle indicator)."""
+    browser_page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout_ms)
