@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -85,43 +86,58 @@ def browser_dirs(tmp_path_factory):
     return dirs
 
 
-@pytest.fixture(scope="session")
-def streamlit_server(browser_dirs):
-    """Starts ``streamlit run app.py`` on 127.0.0.1 for the browser tests; yields its base URL."""
+@contextlib.contextmanager
+def serve_streamlit(dirs: dict):
+    """Runs ``streamlit run app.py`` on a free 127.0.0.1 port with the given data/runs roots.
+
+    Yields:
+        The server's base URL, once ``/_stcore/health`` answers.
+    """
+    port = _free_port()
+    environment = dict(os.environ, TLLAB_DATA_DIR=str(dirs["data"]),
+                       TLLAB_RUNS_DIR=str(dirs["runs"]), PYTHONUNBUFFERED="1")
+    log_path = Path(dirs["runs"]).parent / f"streamlit-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _require_browser_stack() -> None:
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is absent (.ci/run installs Debian's chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is absent")
-    port = _free_port()
-    environment = dict(os.environ, TLLAB_DATA_DIR=str(browser_dirs["data"]),
-                       TLLAB_RUNS_DIR=str(browser_dirs["runs"]), PYTHONUNBUFFERED="1")
-    log_path = browser_dirs["runs"].parent / "streamlit.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"streamlit did not start; log:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield base_url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(browser_dirs):
+    """One ``streamlit run app.py`` on 127.0.0.1 shared by the browser tests; yields its base URL."""
+    _require_browser_stack()
+    with serve_streamlit(browser_dirs) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

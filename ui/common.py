@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
+
+# Test-only switch that turns ``ensure_app_shell`` off, to show the failure it prevents.
+DISABLE_APP_SHELL_RERUN_ENV = "TLLAB_DISABLE_APP_SHELL_RERUN"
 
 # Session-state keys owned by the app shell; pages add their own with ``init_session_state``.
 SESSION_DEFAULTS = {
@@ -18,8 +23,30 @@ def init_session_state(defaults: dict | None = None) -> None:
             st.session_state[key] = value.copy() if hasattr(value, "copy") else value
 
 
+def ensure_app_shell() -> None:
+    """Reruns through ``app.py`` when Streamlit served this page in its legacy ``pages/`` mode.
+
+    Until a server process has executed ``st.navigation`` once, Streamlit treats a ``pages/``
+    folder beside the main script as a legacy (v1) multipage app. A fresh server's first visit to
+    a deep link such as ``/concepts`` then runs the page file alone: no ``app.py``, so no
+    navigation sections and no page config. Turning that legacy flag off and rerunning makes the
+    rerun execute ``app.py``, whose ``st.navigation`` resolves the same URL to the same page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if os.environ.get(DISABLE_APP_SHELL_RERUN_ENV):
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def page_header(title: str, intro: str | None = None) -> None:
-    """Renders a page title with an optional one-paragraph introduction."""
+    """Renders a page title with an optional one-paragraph introduction.
+
+    Every page calls this first; it also makes sure the page runs inside the app shell.
+    """
+    ensure_app_shell()
     st.title(title)
     if intro:
         st.markdown(intro)
