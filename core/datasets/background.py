@@ -1,0 +1,84 @@
+"""Running ``get`` in a background process, for the Datasets page.
+
+The page must stay responsive during a long download or import, and Streamlit must not be
+called from other threads. So the page starts ``python -m core.datasets get NAME ...`` as a
+separate process (the very code path of the CLI), which only writes files and its progress
+file; the page polls :func:`core.datasets.progress.read`. The process survives page reruns and
+browser reloads; its output goes to ``<root>/.progress/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core import paths
+from core.datasets import base, progress
+
+
+def log_path(name: str):
+    """``<root>/.progress/<name>.log``: the background process's output."""
+    return progress.progress_path(name).with_suffix(".log")
+
+
+UPLOADS_FOLDER = ".uploads"
+
+
+def upload_dir(name: str) -> Path:
+    """A fresh folder for files uploaded on the page (``<root>/.uploads/<name>-<time>``)."""
+    folder = paths.data_dir() / UPLOADS_FOLDER / f"{base.check_name(name)}-{time.time_ns()}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def start_get(name: str, sources: list[str] | None = None, variant: str | None = None,
+              cleanup: list[str] | None = None) -> int:
+    """Starts ``python -m core.datasets get`` in the background; returns its pid.
+
+    Args:
+        name: dataset name.
+        sources: local paths to import (``None`` downloads).
+        variant: dogs-vs-cats download variant.
+        cleanup: temporary upload folders the process deletes when done.
+
+    Raises:
+        DatasetError: a get of the same dataset is already running.
+    """
+    base.check_name(name)
+    if progress.is_running(name):
+        raise base.DatasetError(f"a download/import of {name} is already running")
+    command = [sys.executable, "-m", "core.datasets", "get", name, "--background"]
+    for source in sources or []:
+        command += ["--from", str(source)]
+    if variant:
+        command += ["--variant", variant]
+    for path in cleanup or []:
+        command += ["--cleanup", str(path)]
+    environment = dict(os.environ, **{paths.DATA_DIR_ENV: str(paths.data_dir()), "PYTHONUNBUFFERED": "1"})
+    # Mark it running first (no pid yet), so the page shows "downloading" at once; the child
+    # overwrites this record with its own pid as soon as it starts.
+    now = time.time()
+    base.write_json_atomic(progress.progress_path(name), {
+        "state": "running", "pid": None, "phase": "starting", "done": 0, "total": None,
+        "message": "", "started_at": now, "updated_at": now})
+    log = log_path(name)
+    try:
+        with open(log, "w", encoding="utf-8") as stream:
+            process = subprocess.Popen(command, cwd=paths.REPO_ROOT, env=environment, stdout=stream,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+    except OSError as error:
+        progress.clear(name)
+        raise base.DatasetError(f"cannot start the background process: {error}") from None
+    return process.pid
+
+
+def read_log(name: str, max_chars: int = 4000) -> str:
+    """The tail of the background process's output ('' when none)."""
+    try:
+        return log_path(name).read_text(encoding="utf-8", errors="replace")[-max_chars:]
+    except OSError:
+        return ""

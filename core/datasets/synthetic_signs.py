@@ -1,0 +1,492 @@
+"""Synthetic traffic signs (``synthetic-signs``): a deterministic OpenCV generator.
+
+SYNTHETIC DATA. The images are drawn, not photographed: the 43 GTSRB class ids and names, each
+with its shape and colours (red ring, white disc with grey stripes, red-bordered triangle, blue
+disc, octagon, diamond), numerals for the speed limits, arrows and rough pictograms. Every image
+then gets a random perspective, scale, rotation and position, a random background (sky,
+foliage, street), lighting, blur and noise.
+
+It is the app's embedded default on a machine without real data, and a source domain for
+offline transfer experiments (synthetic → GTSRB). It is much easier than GTSRB; never report
+accuracy on it as if it were real.
+
+Determinism: image ``i`` of class ``c`` in split ``s`` depends only on
+``(GENERATOR_SEED, s, c, i)``, not on the order of generation or on other images. Different
+image sizes draw the same scenes at different resolutions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import cv2
+import numpy as np
+
+from core.datasets import base, cache, signs
+
+GENERATOR_VERSION = 1
+GENERATOR_SEED = 20110731  # the GTSRB paper's IJCNN 2011 conference date
+NATURAL_IMAGE_SIZE = 32
+MIN_RENDER_SIZE = 64  # drawn at least this large, then shrunk with area averaging
+IMAGES_PER_CLASS = {"train": 200, "val": 30, "test": 30}
+SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
+SHIFT_BITS = 4  # OpenCV sub-pixel drawing precision
+SHIFT = 1 << SHIFT_BITS
+
+RED = (200, 28, 36)
+WHITE = (244, 244, 238)
+BLACK = (22, 22, 24)
+BLUE = (18, 72, 168)
+YELLOW = (246, 186, 22)
+GREY = (128, 128, 128)
+DARK_GREY = (80, 80, 80)
+SIGNAL_COLORS = ((205, 30, 30), (245, 190, 20), (20, 150, 60))
+
+
+class _Painter:
+    """Draws on a T x T RGB canvas plus a mask, in unit coordinates (0..1)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.image = np.zeros((size, size, 3), dtype=np.uint8)
+        self.mask = np.zeros((size, size), dtype=np.uint8)
+
+    def _xy(self, x: float, y: float) -> tuple[int, int]:
+        return int(round(x * self.size * SHIFT)), int(round(y * self.size * SHIFT))
+
+    def _r(self, radius: float) -> int:
+        return max(1, int(round(radius * self.size * SHIFT)))
+
+    def _t(self, thickness: float) -> int:
+        return max(1, int(round(thickness * self.size)))
+
+    def disc(self, cx, cy, radius, color, *, mask=False):
+        cv2.circle(self.image, self._xy(cx, cy), self._r(radius), color, -1, cv2.LINE_AA, SHIFT_BITS)
+        if mask:
+            cv2.circle(self.mask, self._xy(cx, cy), self._r(radius), 255, -1, cv2.LINE_AA, SHIFT_BITS)
+
+    def ring(self, cx, cy, radius, color, thickness):
+        cv2.circle(self.image, self._xy(cx, cy), self._r(radius), color, self._t(thickness),
+                   cv2.LINE_AA, SHIFT_BITS)
+
+    def polygon(self, points, color, *, mask=False):
+        array = np.array([self._xy(x, y) for x, y in points], dtype=np.int32)
+        cv2.fillPoly(self.image, [array], color, cv2.LINE_AA, SHIFT_BITS)
+        if mask:
+            cv2.fillPoly(self.mask, [array], 255, cv2.LINE_AA, SHIFT_BITS)
+
+    def polyline(self, points, color, thickness, closed=False):
+        array = np.array([self._xy(x, y) for x, y in points], dtype=np.int32)
+        cv2.polylines(self.image, [array], closed, color, self._t(thickness), cv2.LINE_AA, SHIFT_BITS)
+
+    def line(self, start, end, color, thickness):
+        cv2.line(self.image, self._xy(*start), self._xy(*end), color, self._t(thickness),
+                 cv2.LINE_AA, SHIFT_BITS)
+
+    def ellipse(self, center, axes, angle, color, thickness=-1, start=0, end=360):
+        cv2.ellipse(self.image, self._xy(*center), (self._r(axes[0]), self._r(axes[1])), angle,
+                    start, end, color, -1 if thickness < 0 else self._t(thickness), cv2.LINE_AA,
+                    SHIFT_BITS)
+
+    def rectangle(self, x0, y0, x1, y1, color):
+        self.polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color)
+
+    def text(self, text, cx, cy, width, color, thickness, font=cv2.FONT_HERSHEY_DUPLEX):
+        """Writes ``text`` centred at (cx, cy), scaled to ``width`` (unit coordinates)."""
+        stroke = self._t(thickness)
+        (text_width, text_height), _ = cv2.getTextSize(text, font, 1.0, stroke)
+        scale = width * self.size / max(text_width, 1)
+        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, stroke)
+        origin = (int(round(cx * self.size - text_width / 2)), int(round(cy * self.size + text_height / 2)))
+        cv2.putText(self.image, text, origin, font, scale, color, stroke, cv2.LINE_AA)
+
+    def arrow(self, points, color, thickness, head=0.13):
+        """A polyline ending in a filled arrowhead pointing along its last segment."""
+        (x0, y0), (x1, y1) = points[-2], points[-1]
+        angle = math.atan2(y1 - y0, x1 - x0)
+        base = (x1 - head * 0.8 * math.cos(angle), y1 - head * 0.8 * math.sin(angle))
+        self.polyline(list(points[:-1]) + [base], color, thickness)
+        left = (base[0] + head * 0.55 * math.cos(angle + math.pi / 2),
+                base[1] + head * 0.55 * math.sin(angle + math.pi / 2))
+        right = (base[0] + head * 0.55 * math.cos(angle - math.pi / 2),
+                 base[1] + head * 0.55 * math.sin(angle - math.pi / 2))
+        self.polygon([(x1, y1), left, right], color)
+
+
+def _curve(points, samples=12):
+    """A quadratic Bezier through three control points, as a polyline."""
+    (x0, y0), (x1, y1), (x2, y2) = points
+    result = []
+    for step in range(samples + 1):
+        t = step / samples
+        result.append(((1 - t) ** 2 * x0 + 2 * (1 - t) * t * x1 + t * t * x2,
+                       (1 - t) ** 2 * y0 + 2 * (1 - t) * t * y1 + t * t * y2))
+    return result
+
+
+# --- sign bodies -------------------------------------------------------------------------------
+
+def _red_ring(painter):
+    painter.disc(0.5, 0.5, 0.48, RED, mask=True)
+    painter.disc(0.5, 0.5, 0.375, WHITE)
+
+
+def _end_disc(painter):
+    painter.disc(0.5, 0.5, 0.48, WHITE, mask=True)
+    painter.ring(0.5, 0.5, 0.47, DARK_GREY, 0.015)
+
+
+def _end_stripes(painter, count=5):
+    for index in range(count):
+        offset = (index - (count - 1) / 2) * 0.045
+        painter.line((0.78 + offset, 0.2 + offset), (0.2 + offset, 0.78 + offset), DARK_GREY, 0.022)
+
+
+def _triangle(painter, inverted=False):
+    if inverted:
+        outer = [(0.03, 0.08), (0.97, 0.08), (0.5, 0.94)]
+        inner = [(0.2, 0.18), (0.8, 0.18), (0.5, 0.7)]
+    else:
+        outer = [(0.5, 0.05), (0.97, 0.9), (0.03, 0.9)]
+        inner = [(0.5, 0.26), (0.8, 0.8), (0.2, 0.8)]
+    painter.polygon(outer, RED, mask=True)
+    painter.polygon(inner, WHITE)
+
+
+def _blue_disc(painter):
+    painter.disc(0.5, 0.5, 0.48, WHITE, mask=True)
+    painter.disc(0.5, 0.5, 0.46, BLUE)
+
+
+def _car(painter, cx, cy, width, color):
+    """A car seen from behind: body, roof, two wheels."""
+    height = width * 0.55
+    painter.rectangle(cx - width / 2, cy - height * 0.15, cx + width / 2, cy + height * 0.45, color)
+    painter.polygon([(cx - width * 0.35, cy - height * 0.15), (cx - width * 0.25, cy - height * 0.6),
+                     (cx + width * 0.25, cy - height * 0.6), (cx + width * 0.35, cy - height * 0.15)], color)
+    painter.rectangle(cx - width * 0.45, cy + height * 0.4, cx - width * 0.25, cy + height * 0.65, BLACK)
+    painter.rectangle(cx + width * 0.25, cy + height * 0.4, cx + width * 0.45, cy + height * 0.65, BLACK)
+
+
+def _truck(painter, cx, cy, width, color):
+    """A lorry seen from the side: box, cab, wheels."""
+    height = width * 0.5
+    painter.rectangle(cx - width / 2, cy - height / 2, cx + width * 0.18, cy + height * 0.3, color)
+    painter.rectangle(cx + width * 0.22, cy - height * 0.15, cx + width / 2, cy + height * 0.3, color)
+    for wheel_x in (cx - width * 0.32, cx + width * 0.35):
+        painter.disc(wheel_x, cy + height * 0.36, width * 0.09, color)
+
+
+def _person(painter, cx, top, height, color, stride=0.5):
+    """A walking figure: head, body, legs, arms."""
+    painter.disc(cx, top + height * 0.1, height * 0.1, color)
+    hip = (cx, top + height * 0.6)
+    painter.line((cx, top + height * 0.22), hip, color, 0.045 * height / 0.4)
+    painter.line(hip, (cx - height * 0.2 * stride, top + height), color, 0.04 * height / 0.4)
+    painter.line(hip, (cx + height * 0.25 * stride, top + height), color, 0.04 * height / 0.4)
+    painter.line((cx, top + height * 0.3), (cx - height * 0.2, top + height * 0.55), color, 0.03 * height / 0.4)
+    painter.line((cx, top + height * 0.3), (cx + height * 0.2, top + height * 0.5), color, 0.03 * height / 0.4)
+
+
+def _draw_warning_pictogram(painter, class_id):
+    k = BLACK
+    if class_id == 11:  # right of way: a cross with a thicker vertical
+        painter.line((0.5, 0.42), (0.5, 0.76), k, 0.07)
+        painter.line((0.36, 0.58), (0.64, 0.58), k, 0.05)
+    elif class_id == 18:  # general caution: "!"
+        painter.polygon([(0.47, 0.4), (0.53, 0.4), (0.515, 0.66), (0.485, 0.66)], k)
+        painter.disc(0.5, 0.72, 0.03, k)
+    elif class_id == 20:  # curve to the right (19 is its mirror image)
+        painter.arrow(_curve([(0.44, 0.77), (0.42, 0.52), (0.6, 0.46)]), k, 0.05, head=0.12)
+    elif class_id == 21:  # double curve (first to the left)
+        painter.arrow(_curve([(0.54, 0.77), (0.64, 0.62), (0.5, 0.56)], 8)
+                      + _curve([(0.5, 0.56), (0.36, 0.5), (0.47, 0.4)], 8)[1:], k, 0.045, head=0.1)
+    elif class_id == 22:  # bumpy road: two bumps
+        painter.ellipse((0.4, 0.72), (0.09, 0.08), 0, k, 0.05, 180, 360)
+        painter.ellipse((0.6, 0.72), (0.09, 0.08), 0, k, 0.05, 180, 360)
+        painter.line((0.26, 0.72), (0.74, 0.72), k, 0.03)
+    elif class_id == 23:  # slippery road: car and skid marks
+        _car(painter, 0.5, 0.52, 0.2, k)
+        painter.polyline([(0.35, 0.75), (0.4, 0.68), (0.45, 0.75), (0.5, 0.68)], k, 0.025)
+        painter.polyline([(0.5, 0.75), (0.55, 0.68), (0.6, 0.75), (0.65, 0.68)], k, 0.025)
+    elif class_id == 24:  # road narrows on the right
+        painter.line((0.42, 0.4), (0.42, 0.77), k, 0.05)
+        painter.polyline([(0.6, 0.77), (0.6, 0.6), (0.52, 0.5), (0.52, 0.4)], k, 0.05)
+    elif class_id == 25:  # road work: worker with a shovel and a heap
+        painter.disc(0.47, 0.44, 0.035, k)
+        painter.line((0.45, 0.5), (0.4, 0.66), k, 0.05)
+        painter.line((0.4, 0.66), (0.35, 0.77), k, 0.04)
+        painter.line((0.4, 0.66), (0.47, 0.77), k, 0.04)
+        painter.line((0.44, 0.54), (0.58, 0.62), k, 0.03)
+        painter.line((0.52, 0.5), (0.62, 0.72), k, 0.025)
+        painter.polygon([(0.55, 0.78), (0.66, 0.66), (0.74, 0.78)], k)
+    elif class_id == 26:  # traffic signals: red, yellow, green lights
+        painter.rectangle(0.43, 0.37, 0.57, 0.79, k)
+        for index, color in enumerate(SIGNAL_COLORS):
+            painter.disc(0.5, 0.445 + index * 0.135, 0.048, color)
+    elif class_id == 27:  # pedestrians
+        _person(painter, 0.5, 0.4, 0.38, k)
+    elif class_id == 28:  # children crossing: an adult and a child
+        _person(painter, 0.44, 0.42, 0.36, k)
+        _person(painter, 0.59, 0.52, 0.26, k)
+    elif class_id == 29:  # bicycles crossing
+        painter.ring(0.37, 0.68, 0.09, k, 0.03)
+        painter.ring(0.63, 0.68, 0.09, k, 0.03)
+        painter.polyline([(0.37, 0.68), (0.46, 0.56), (0.6, 0.56), (0.63, 0.68)], k, 0.03)
+        painter.polyline([(0.46, 0.56), (0.5, 0.68), (0.6, 0.56)], k, 0.025)
+        painter.line((0.6, 0.56), (0.58, 0.49), k, 0.025)
+    elif class_id == 30:  # ice/snow: a snowflake
+        for angle in (90, 30, -30):
+            radians = math.radians(angle)
+            dx, dy = 0.15 * math.cos(radians), 0.15 * math.sin(radians)
+            painter.line((0.5 - dx, 0.6 - dy), (0.5 + dx, 0.6 + dy), k, 0.035)
+        painter.disc(0.5, 0.6, 0.035, k)
+    elif class_id == 31:  # wild animals: a leaping deer
+        painter.ellipse((0.5, 0.58), (0.13, 0.06), -25, k)
+        painter.line((0.41, 0.63), (0.33, 0.75), k, 0.03)
+        painter.line((0.43, 0.62), (0.4, 0.77), k, 0.03)
+        painter.line((0.58, 0.53), (0.69, 0.64), k, 0.03)
+        painter.line((0.6, 0.52), (0.64, 0.66), k, 0.03)
+        painter.ellipse((0.63, 0.45), (0.045, 0.03), -30, k)
+        painter.line((0.62, 0.43), (0.6, 0.36), k, 0.02)
+        painter.line((0.65, 0.42), (0.68, 0.35), k, 0.02)
+
+
+def _draw_mandatory_arrow(painter, class_id):
+    w = WHITE
+    if class_id == 33:  # turn right ahead (34 is its mirror image)
+        painter.arrow([(0.4, 0.78)] + _curve([(0.4, 0.56), (0.4, 0.4), (0.58, 0.4)], 8)
+                      + [(0.72, 0.4)], w, 0.09, head=0.22)
+    elif class_id == 35:  # ahead only
+        painter.arrow([(0.5, 0.82), (0.5, 0.2)], w, 0.1, head=0.24)
+    elif class_id == 36:  # straight or right (37 is its mirror image)
+        painter.arrow([(0.44, 0.84), (0.44, 0.18)], w, 0.08, head=0.2)
+        painter.arrow([(0.44, 0.62), (0.58, 0.48), (0.76, 0.48)], w, 0.07, head=0.18)
+    elif class_id == 38:  # keep right (39 is its mirror image)
+        painter.arrow([(0.3, 0.3), (0.7, 0.7)], w, 0.1, head=0.24)
+    elif class_id == 40:  # roundabout: three arrows chasing round
+        for start in (0, 120, 240):
+            points = []
+            for step in range(8):
+                angle = math.radians(start + 20 + step * 10)
+                points.append((0.5 + 0.22 * math.cos(angle), 0.5 - 0.22 * math.sin(angle)))
+            painter.arrow(points, w, 0.07, head=0.15)
+
+
+def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draws sign ``class_id`` frontally on a size x size canvas; returns (RGB, mask)."""
+    mirrored = {19: 20, 34: 33, 37: 36, 39: 38}
+    if class_id in mirrored:
+        image, mask = _draw_template(mirrored[class_id], size)
+        return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
+    painter = _Painter(size)
+    if class_id in signs.SPEED_LIMITS:
+        _red_ring(painter)
+        digits = signs.SPEED_LIMITS[class_id]
+        painter.text(digits, 0.5, 0.5, 0.5 if len(digits) == 2 else 0.6, BLACK, 0.05)
+    elif class_id == 6:
+        _end_disc(painter)
+        painter.text("80", 0.5, 0.5, 0.48, GREY, 0.05)
+        _end_stripes(painter)
+    elif class_id in (9, 10, 41, 42):
+        if class_id in (9, 10):
+            _red_ring(painter)
+            left_color, right_color = RED, BLACK
+        else:
+            _end_disc(painter)
+            left_color = right_color = GREY
+        if class_id in (9, 41):
+            _car(painter, 0.36, 0.52, 0.22, left_color)
+        else:
+            _truck(painter, 0.35, 0.5, 0.27, left_color)
+        _car(painter, 0.66, 0.52, 0.22, right_color)
+        if class_id in (41, 42):
+            _end_stripes(painter)
+    elif class_id == 15:
+        _red_ring(painter)
+    elif class_id == 16:
+        _red_ring(painter)
+        _truck(painter, 0.5, 0.52, 0.5, BLACK)
+    elif class_id == 32:
+        _end_disc(painter)
+        _end_stripes(painter, count=7)
+    elif class_id == 12:  # priority road: yellow diamond on white
+        painter.polygon([(0.5, 0.02), (0.98, 0.5), (0.5, 0.98), (0.02, 0.5)], DARK_GREY, mask=True)
+        painter.polygon([(0.5, 0.05), (0.95, 0.5), (0.5, 0.95), (0.05, 0.5)], WHITE)
+        painter.polygon([(0.5, 0.2), (0.8, 0.5), (0.5, 0.8), (0.2, 0.5)], YELLOW)
+    elif class_id == 13:  # yield: inverted triangle
+        _triangle(painter, inverted=True)
+    elif class_id == 14:  # stop: red octagon
+        points = [(0.5 + 0.48 * math.cos(math.radians(22.5 + 45 * k)),
+                   0.5 + 0.48 * math.sin(math.radians(22.5 + 45 * k))) for k in range(8)]
+        painter.polygon(points, WHITE, mask=True)
+        inner = [(0.5 + 0.44 * math.cos(math.radians(22.5 + 45 * k)),
+                  0.5 + 0.44 * math.sin(math.radians(22.5 + 45 * k))) for k in range(8)]
+        painter.polygon(inner, RED)
+        painter.text("STOP", 0.5, 0.5, 0.7, WHITE, 0.045, cv2.FONT_HERSHEY_SIMPLEX)
+    elif class_id == 17:  # no entry: red disc with a white bar
+        painter.disc(0.5, 0.5, 0.48, RED, mask=True)
+        painter.rectangle(0.2, 0.42, 0.8, 0.58, WHITE)
+    elif class_id in signs.WARNING:
+        _triangle(painter)
+        _draw_warning_pictogram(painter, class_id)
+    elif class_id in signs.MANDATORY:
+        _blue_disc(painter)
+        _draw_mandatory_arrow(painter, class_id)
+    else:  # pragma: no cover - every id is handled above
+        raise ValueError(f"no drawing for class id {class_id}")
+    return painter.image, painter.mask
+
+
+# --- scenes ------------------------------------------------------------------------------------
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random outdoor-ish background: sky, foliage or street, with low-frequency texture."""
+    kind = rng.integers(0, 4)
+    palettes = (
+        ((120, 160, 210), (190, 210, 235)),  # sky
+        ((40, 80, 35), (110, 140, 70)),  # foliage
+        ((90, 90, 95), (170, 165, 160)),  # street/buildings
+        ((150, 120, 90), (200, 190, 170)),  # walls/dusk
+    )
+    low, high = (np.array(value, dtype=np.float32) for value in palettes[kind])
+    grid = rng.random((5, 5, 1)).astype(np.float32)
+    texture = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)[..., np.newaxis]
+    fine = cv2.resize(rng.random((12, 12)).astype(np.float32), (size, size),
+                      interpolation=cv2.INTER_LINEAR)[..., np.newaxis]
+    mix = np.clip(0.75 * texture + 0.25 * fine, 0, 1)
+    background = low + (high - low) * mix
+    tint = rng.normal(0, 12, 3).astype(np.float32)
+    background += tint
+    if rng.random() < 0.5:  # a pole or building edge
+        x0 = int(rng.uniform(0.3, 0.7) * size)
+        width = max(1, int(rng.uniform(0.04, 0.1) * size))
+        shade = rng.uniform(60, 160)
+        background[:, x0:x0 + width] = shade
+    return background
+
+
+def _render(class_id: int, rng: np.random.Generator, size: int, template, mask) -> np.ndarray:
+    """One scene at size x size: warped sign on a background, lit, blurred and noisy."""
+    background = _background(rng, size)
+    template_size = template.shape[0]
+    scale = rng.uniform(0.55, 0.92) * size
+    angle = math.radians(rng.normal(0, 5))
+    center = np.array([size / 2, size / 2]) + rng.uniform(-1, 1, 2) * (size - scale) * 0.4
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]], dtype=np.float64)
+    corners = corners + rng.uniform(-0.07, 0.07, corners.shape)  # perspective
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    destination = (corners @ rotation.T) * scale + center
+    source = np.array([[0, 0], [template_size, 0], [template_size, template_size], [0, template_size]],
+                      dtype=np.float32)
+    homography = cv2.getPerspectiveTransform(source, destination.astype(np.float32))
+    sign = cv2.warpPerspective(template, homography, (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpPerspective(mask, homography, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT).astype(np.float32)[..., np.newaxis] / 255.0
+    colour = rng.uniform(0.82, 1.08, 3).astype(np.float32)  # paint fading, white balance
+    scene = background * (1 - alpha) + sign.astype(np.float32) * colour * alpha
+    # Lighting: brightness, contrast, and a soft shadow/highlight gradient.
+    brightness = float(np.clip(np.exp(rng.normal(0, 0.35)), 0.3, 1.7))
+    contrast = rng.uniform(0.7, 1.15)
+    gradient = np.linspace(rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), size, dtype=np.float32)
+    gradient = gradient[np.newaxis, :, np.newaxis] if rng.random() < 0.5 else gradient[:, np.newaxis, np.newaxis]
+    mean = scene.mean()
+    scene = ((scene - mean) * contrast + mean) * brightness * gradient
+    # Blur: defocus or motion.
+    sigma = rng.uniform(0.0, 1.3) * size / MIN_RENDER_SIZE
+    if rng.random() < 0.2:
+        length = max(3, int(rng.uniform(0.03, 0.08) * size) | 1)
+        kernel = np.zeros((length, length), dtype=np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        rotation_matrix = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1)
+        kernel = cv2.warpAffine(kernel, rotation_matrix, (length, length))
+        kernel /= max(kernel.sum(), 1e-6)
+        scene = cv2.filter2D(scene, -1, kernel)
+    elif sigma > 0.3:
+        scene = cv2.GaussianBlur(scene, (0, 0), sigma)
+    scene += rng.normal(0, rng.uniform(0, 9), scene.shape).astype(np.float32)
+    return np.clip(scene, 0, 255).astype(np.uint8)
+
+
+def generate(class_ids, count_per_class: int, split: str = "train", image_size: int = NATURAL_IMAGE_SIZE,
+             start: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Generates synthetic sign images, deterministically.
+
+    Args:
+        class_ids: GTSRB class ids (0..42) to draw.
+        count_per_class: images per class.
+        split: ``"train"``, ``"val"`` or ``"test"``; each split has its own random stream.
+        image_size: side of the square output images.
+        start: index of the first image within each class (to extend a set).
+
+    Returns:
+        ``(images uint8 N x S x S x 3, labels int64 N (the class ids), file_names)`` with ids
+        like ``synthetic_train_c05_i0007``.
+    """
+    if split not in SPLIT_INDEX:
+        raise base.DatasetError(f"split must be one of {tuple(SPLIT_INDEX)}, received {split!r}")
+    class_ids = [int(value) for value in class_ids]
+    bad = [value for value in class_ids if not 0 <= value < signs.NUM_CLASSES]
+    if bad:
+        raise base.DatasetError(f"class ids {bad} are not GTSRB ids; expected 0..{signs.NUM_CLASSES - 1}")
+    render_size = max(MIN_RENDER_SIZE, image_size)
+    total = len(class_ids) * count_per_class
+    images = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
+    labels = np.empty(total, dtype=np.int64)
+    file_names = []
+    position = 0
+    for class_id in class_ids:
+        template, mask = _draw_template(class_id, render_size)
+        for index in range(start, start + count_per_class):
+            rng = np.random.default_rng([GENERATOR_SEED, SPLIT_INDEX[split], class_id, index])
+            scene = _render(class_id, rng, render_size, template, mask)
+            if render_size != image_size:
+                scene = cv2.resize(scene, (image_size, image_size), interpolation=cv2.INTER_AREA)
+            images[position] = scene
+            labels[position] = class_id
+            file_names.append(f"synthetic_{split}_c{class_id:02d}_i{index:04d}")
+            position += 1
+    return images, labels, file_names
+
+
+def default_count(split: str) -> int:
+    """Images per class in a split by default (train 200, val 30, test 30)."""
+    return IMAGES_PER_CLASS[split]
+
+
+def load_split(split: str, image_size: int, count_per_class: int | None = None,
+               use_cache: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Generates (or reads from the disk cache) one split of all 43 classes.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        image_size: side of the square images.
+        count_per_class: images per class (default: ``IMAGES_PER_CLASS[split]``).
+        use_cache: read/write ``<root>/synthetic-signs/cache``.
+
+    Returns:
+        ``(images, labels, file_names)``, labels being GTSRB class ids.
+    """
+    count = default_count(split) if count_per_class is None else int(count_per_class)
+    if count < 1:
+        raise base.DatasetError(f"synthetic-signs needs at least 1 image per class, received {count}")
+    key = cache.cache_key(dataset="synthetic-signs", generator=GENERATOR_VERSION, seed=GENERATOR_SEED,
+                          split=split, image_size=image_size, count_per_class=count)
+    path = cache.cache_path("synthetic-signs", split, image_size, key)
+    if use_cache:
+        entry = cache.load(path)
+        if entry is not None:
+            return entry["images"], entry["labels"].astype(np.int64), entry["file_names"].tolist()
+    images, labels, file_names = generate(range(signs.NUM_CLASSES), count, split, image_size)
+    if use_cache:
+        cache.save(path, images=images, labels=labels, file_names=np.array(file_names))
+    return images, labels, file_names
+
+
+def timed_generation(count_per_class: int = 200, image_size: int = NATURAL_IMAGE_SIZE) -> float:
+    """Seconds to generate ``43 x count_per_class`` training images (no cache)."""
+    started = time.perf_counter()
+    generate(range(signs.NUM_CLASSES), count_per_class, "train", image_size)
+    return time.perf_counter() - started
