@@ -17,6 +17,7 @@ Readers never crash on a malformed folder: ``list_runs`` reports it as broken in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -381,3 +382,87 @@ def delete_run(run_dir: str | os.PathLike) -> None:
         if any(run_dir.iterdir()):
             raise RunError(f"{run_dir} does not look like a run folder; not deleting it")
     shutil.rmtree(run_dir)
+
+
+# --- Additions for the job system (cross-process locking and guarded state transitions). ---
+
+CLASS_NAMES_FILE = "class_names.json"
+
+
+RUN_LOCK_TIMEOUT_SECONDS = 5.0
+RUN_LOCK_POLL_SECONDS = 0.01
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECONDS):
+    """Holds an exclusive ``fcntl.flock`` on the run folder itself for the ``with`` block.
+
+    Every writer of ``status.json`` (worker, heartbeat thread, ``core.jobs``) takes this lock, so
+    read-modify-write updates from different processes or threads never lose each other's fields.
+    The lock lives on the folder's own file descriptor: no extra file is created, and the kernel
+    drops it when a holder dies. Holders keep it for milliseconds, so after ``timeout`` seconds
+    the holder counts as hung (e.g. a stopped process) and the block runs without the lock rather
+    than blocking a page forever. Where ``fcntl`` is unavailable (Windows) it is a no-op.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import time
+
+    descriptor = os.open(str(run_dir), os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + float(timeout)
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # the holder is hung: go on without the lock
+                time.sleep(RUN_LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the flock
+
+
+def update_status(
+    run_dir: str | os.PathLike, only_if_state: tuple[str, ...] | None = None, **updates: Any
+) -> dict | None:
+    """Merges ``updates`` into ``status.json`` under ``run_lock``; optionally only from some states.
+
+    Args:
+        run_dir: the run folder.
+        only_if_state: when given, the update happens only if the current state is one of these
+            (a guarded transition such as QUEUED -> CANCELLED).
+        **updates: fields to set.
+
+    Returns:
+        The status as written, or None when ``only_if_state`` did not match (nothing written).
+    """
+    with run_lock(run_dir):
+        if only_if_state is not None:
+            try:
+                current = read_status(run_dir).get("state")
+            except RunError:
+                current = None
+            if current not in only_if_state:
+                return None
+        return write_status(run_dir, **updates)
+
+
+def write_class_names(run_dir: str | os.PathLike, class_names: list[str]) -> None:
+    """Writes ``class_names.json`` (a JSON list of strings, index = model output) atomically."""
+    write_json_atomic(Path(run_dir) / CLASS_NAMES_FILE, [str(name) for name in class_names])
+
+
+def read_class_names(run_dir: str | os.PathLike) -> list[str] | None:
+    """Reads ``class_names.json``; None when the run has none yet."""
+    path = Path(run_dir) / CLASS_NAMES_FILE
+    if not path.exists():
+        return None
+    names = read_json(path)
+    if not isinstance(names, list):
+        raise RunError(f"{CLASS_NAMES_FILE} in {run_dir} holds {type(names).__name__}, expected a list")
+    return [str(name) for name in names]

@@ -1,6 +1,84 @@
-"""Compare runs page."""
+"""Compare runs page: curves side by side, a per-run table, the strategy quadrant, data efficiency."""
 
+import streamlit as st
+
+from core import runs
+from core.charts import compare as charts
 from ui import common
+from ui import transfer as transfer_ui
 
-common.page_header("Compare runs")
-common.coming_next("this page")
+SESSION_DEFAULTS = {"compare_applied_ids": None}
+REFRESH_SECONDS = 5
+
+common.page_header(
+    "Compare runs",
+    "Put runs side by side: learning curves against epochs and against wall-clock time, the "
+    "figures that matter per run, where each run sits on the study's *dataset size × "
+    "similarity* chart, and, for sweeps, how transfer's advantage grows as labelled data shrinks.",
+)
+common.init_session_state()
+common.init_session_state(SESSION_DEFAULTS)
+
+summaries = transfer_ui.run_summaries()
+usable = [summary for summary in summaries if not summary.broken]
+if not usable:
+    st.info("No runs yet. Train a scratch and a transfer model on the **Transfer learning** page "
+            "(or run `python -m core.experiments few-shot ...`), then come back.",
+            icon=":material/info:")
+    st.stop()
+
+by_id = {summary.run_id: summary for summary in usable}
+requested = [run_id for run_id in (st.session_state.get("compare_run_ids") or []) if run_id in by_id]
+if requested and requested != st.session_state["compare_applied_ids"]:
+    # The Runs page asked for these runs: apply them once, then let the user edit freely.
+    st.session_state["compare_selection"] = requested
+    st.session_state["compare_applied_ids"] = requested
+elif "compare_selection" not in st.session_state:
+    st.session_state["compare_selection"] = charts.default_selection(usable)
+else:
+    st.session_state["compare_selection"] = [
+        run_id for run_id in st.session_state["compare_selection"] if run_id in by_id]
+
+selected_ids = st.multiselect(
+    "Runs to compare", list(by_id), key="compare_selection",
+    format_func=lambda run_id: by_id[run_id].label,
+    help="Default: the latest scratch run and the latest transfer run on the same dataset. "
+         "The Runs page can send its selection here.",
+)
+selected = [by_id[run_id] for run_id in selected_ids]
+x_axis = st.radio("Curves against", list(charts.X_AXES), key="compare_x_axis", horizontal=True,
+                  format_func=lambda value: "epoch" if value == "epoch" else "wall-clock seconds")
+
+if not selected:
+    st.info("Pick at least one run above.", icon=":material/info:")
+else:
+    active = any(summary.state in (runs.QUEUED, runs.RUNNING) for summary in selected)
+    transfer_ui.comparison_section(selected_ids, x_axis, refresh=REFRESH_SECONDS if active else None)
+
+st.subheader("Which strategy? Dataset size × similarity")
+st.markdown(
+    "The study's rule of thumb (Yosinski et al. 2014): with **little data similar** to the "
+    "source, keep the pretrained features and train only a new classifier; with **more data**, "
+    "fine-tune the top block(s); with **different data**, early layers still transfer (edges, "
+    "colours) while late ones do not. Crosses are scratch runs (placed at the similarity of the "
+    "source their transfer twin uses), dots are transfer runs."
+)
+points = charts.quadrant_points(selected or usable)
+st.plotly_chart(charts.quadrant_figure(points), key="compare_quadrant", width="stretch")
+if len(points):
+    st.caption(" · ".join(
+        f"{row.label}: {row.train_images:,} images, similarity {row.similarity:.2f} → "
+        f"{charts.recommended_strategy(row.train_images, row.similarity)}"
+        for row in points.itertuples()))
+
+efficiency = charts.data_efficiency_frame(usable)
+st.subheader("Data efficiency")
+if len(efficiency) and efficiency["train_images"].nunique() > 1:
+    st.plotly_chart(charts.data_efficiency_figure(efficiency), key="compare_efficiency",
+                    width="stretch")
+    st.caption("Accuracy against labelled training images for sweep and few-shot runs; solid = "
+               "transfer, dotted = scratch. The gap is transfer's advantage.")
+else:
+    st.info("No sweep yet: the **Sweep** button on the Transfer learning page (or several "
+            "few-shot experiments with different k) trains scratch and transfer at several sizes; "
+            "their accuracy against training images appears here.", icon=":material/info:")

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import availability
 from ui import common
 
 common.page_header(
@@ -43,4 +44,7 @@ else:
     st.caption("No GPU visible: training runs on the CPU (small presets are sized for 2 cores).")
 
 st.subheader("Datasets and backbones")
-common.coming_next("dataset and backbone availability")
+st.caption("Import or download data on the Datasets page; without any, the synthetic signs work offline.")
+datasets_column, backbones_column = st.columns(2)
+datasets_column.dataframe(availability.dataset_rows(), hide_index=True, key="home_dataset_table")
+backbones_column.dataframe(availability.backbone_rows(), hide_index=True, key="home_backbone_table")

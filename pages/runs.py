@@ -1,6 +1,135 @@
-"""Runs page."""
+"""Runs page: every run folder with its state and scores; cancel, delete, download, compare."""
 
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import jobs, runs
 from ui import common
+from ui import training as training_ui
 
-common.page_header("Runs")
-common.coming_next("this page")
+KEY = "runs"
+LOG_TAIL_CHARACTERS = 4000
+INTRO = (
+    "Every training run lives in its own folder under the runs root. States come from the "
+    "folders themselves, so they are right even after the app restarts; a worker that died is "
+    "marked failed with the reason. Broken folders are listed, never hidden."
+)
+
+
+def _percent(value) -> str:
+    return f"{value:.2%}" if value is not None else ""
+
+
+def runs_table(summaries) -> pd.DataFrame:
+    """One row per run folder, newest first."""
+    rows = []
+    for summary in summaries:
+        config, status = summary.config, summary.status
+        total = status.get("total_epochs") or config.get("epochs")
+        rows.append({
+            "run": summary.run_id,
+            "state": summary.state,
+            "model": summary.model,
+            "preset / strategy": str(config.get("preset") or config.get("strategy") or ""),
+            "dataset": summary.dataset,
+            "epochs": f"{summary.epochs_done}/{total}" if total else str(summary.epochs_done),
+            "best val acc": _percent(summary.best_val_accuracy),
+            "test acc": _percent(summary.test_accuracy),
+            "duration": training_ui.format_duration(summary.duration_seconds)
+            if summary.duration_seconds is not None else "",
+            "device": str(status.get("device") or ""),
+            "created": summary.created_at,
+            "problem": summary.error or str(status.get("error") or ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def _delete(run_dir) -> None:
+    runs.delete_run(run_dir)
+    st.session_state[f"{KEY}_confirm_delete"] = False
+    st.session_state[f"{KEY}_message"] = f"Deleted {run_dir.name}."
+
+
+def run_actions(summary) -> None:
+    """Cancel, delete (with confirmation), download the model, and the log of one run."""
+    run_dir = summary.path
+    columns = st.columns(4)
+    if summary.state in jobs.ACTIVE_STATES:
+        if columns[0].button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
+            jobs.cancel(summary.run_id)
+            st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
+            st.rerun()
+    model_path = run_dir / runs.MODEL_FILE
+    if model_path.exists():
+        columns[1].download_button(
+            "Download model", data=lambda: model_path.read_bytes(),
+            file_name=f"{summary.run_id}.keras", mime="application/octet-stream",
+            key=f"{KEY}_download", icon=":material/download:", on_click="ignore",
+        )
+    active = summary.state in jobs.ACTIVE_STATES
+    if columns[2].button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
+                         help="Cancel the run first" if active else "Deletes the whole run folder"):
+        st.session_state[f"{KEY}_confirm_delete"] = True
+    if st.session_state.get(f"{KEY}_confirm_delete"):
+        st.warning(f"Delete {summary.run_id} and everything in it? This cannot be undone.")
+        confirm, keep = st.columns(2)
+        if confirm.button("Yes, delete", key=f"{KEY}_delete_confirm", type="primary"):
+            _delete(run_dir)
+            st.rerun()
+        if keep.button("Keep it", key=f"{KEY}_delete_keep"):
+            st.session_state[f"{KEY}_confirm_delete"] = False
+            st.rerun()
+    if summary.broken:
+        st.error(f"Broken run folder: {summary.error}")
+    elif summary.status.get("error"):
+        st.error(summary.status["error"])
+    log_path = run_dir / runs.LOG_FILE
+    if log_path.exists():
+        with st.expander("Log (end)"):
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+            st.code(text[-LOG_TAIL_CHARACTERS:], language=None)
+
+
+def compare_picker(summaries) -> None:
+    """Select runs and open them on the Compare page."""
+    candidates = [summary.run_id for summary in summaries if not summary.broken]
+    if not candidates:
+        return
+    labels = {summary.run_id: summary.label for summary in summaries if not summary.broken}
+    chosen = st.multiselect("Runs to compare", candidates, format_func=labels.get,
+                            key=f"{KEY}_compare_selection")
+    if st.button("Open in Compare", key=f"{KEY}_open_compare", disabled=not chosen,
+                 icon=":material/compare_arrows:"):
+        st.session_state["compare_run_ids"] = list(chosen)
+        st.switch_page("pages/compare.py")
+
+
+common.page_header("Runs", INTRO)
+common.init_session_state({f"{KEY}_confirm_delete": False, f"{KEY}_message": None})
+message = st.session_state.get(f"{KEY}_message")
+if message:
+    st.success(message)
+    st.session_state[f"{KEY}_message"] = None
+jobs.refresh_all()
+summaries = runs.list_runs()
+if not summaries:
+    st.info("No runs yet. Start one on the Train LeNet-5 or Transfer learning page, or with "
+            "`python -m core.train`.")
+else:
+    table = runs_table(summaries)
+    counts = table["state"].value_counts().to_dict()
+    st.caption(" · ".join(f"{count} {state}" for state, count in counts.items()))
+    st.dataframe(table, hide_index=True, width="stretch", key=f"{KEY}_table")
+    by_id = {summary.run_id: summary for summary in summaries}
+    options = list(by_id)
+    if st.session_state.get(f"{KEY}_selected") not in by_id:
+        wanted = st.session_state.get("selected_run_id")
+        st.session_state[f"{KEY}_selected"] = wanted if wanted in by_id else options[0]
+    run_id = st.selectbox("Run", options, key=f"{KEY}_selected",
+                          format_func=lambda rid: f"{rid} ({by_id[rid].state})")
+    st.session_state["selected_run_id"] = run_id
+    run_actions(by_id[run_id])
+    st.divider()
+    compare_picker(summaries)

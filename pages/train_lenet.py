@@ -1,6 +1,250 @@
-"""Train LeNet-5 page."""
+"""Train LeNet-5 page: a form with the study's defaults, a live view of the job, its results."""
 
+from __future__ import annotations
+
+import streamlit as st
+
+from core import jobs, runs
+from core.datasets import registry
+from core.models import lenet
 from ui import common
+from ui import training as training_ui
 
-common.page_header("Train LeNet-5")
-common.coming_next("this page")
+MODEL = "lenet5"
+KEY = "train_lenet"
+RUN_KEY = f"{KEY}_run_id"
+PRESET_KEY = f"{KEY}_preset"
+REFERENCE_NAME = "study: seed LeNet on GTSRB (val)"
+INTRO = (
+    "The study's first experiment: LeNet-5 trained from scratch on German traffic signs. "
+    "Pick a preset, adjust what you like and start a job. Training runs in a background worker "
+    "process, so you can leave this page and come back; the curves update live, with the "
+    "study's validation curve drawn dashed for comparison."
+)
+DATASET_LABELS = {
+    "gtsrb": "GTSRB (real photos, 43 classes)",
+    "synthetic-signs": "Synthetic signs (SYNTHETIC, generated)",
+}
+BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
+# Form fields: (config key, where it lives). Values come from the preset in core.models.lenet.
+FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
+          "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
+          "dropout", "random_blur", "color", "equalization", "rotation_degrees", "shift", "zoom",
+          "labels_per_class", "epoch_repeats")
+
+
+def _as_text(values) -> str:
+    return ", ".join(str(value) for value in values) if isinstance(values, (list, tuple)) else str(values)
+
+
+def preset_field_values(preset: str) -> dict:
+    """Widget values (by field) for a preset, from the single source of defaults."""
+    config = lenet.preset_config(preset)
+    preprocessing = config["preprocessing"]
+    augmentation = config["augmentation"]
+    return {
+        "epochs": config["epochs"], "batch_size": config["batch_size"],
+        "optimizer": config["optimizer"], "learning_rate": config["learning_rate"],
+        "lr_schedule": config["lr_schedule"], "conv_filters": _as_text(config["conv_filters"]),
+        "kernel_size": _as_text(config["kernel_size"]), "activation": config["activation"],
+        "pooling": config["pooling"], "batch_norm": config["batch_norm"],
+        "multi_scale": config["multi_scale"], "dense_units": _as_text(config["dense_units"]),
+        "dropout": config["dropout"], "random_blur": config["random_blur"],
+        "color": preprocessing.get("color", "rgb"), "equalization": preprocessing.get("equalization", "none"),
+        "rotation_degrees": float(augmentation.get("rotation_degrees", 0.0)),
+        "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
+        "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
+    }
+
+
+def _load_preset_into_form() -> None:
+    for field, value in preset_field_values(st.session_state[PRESET_KEY]).items():
+        st.session_state[f"{KEY}_{field}"] = value
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in str(text).replace(";", ",").split(",") if part.strip()]
+    except ValueError as error:
+        raise ValueError(f"{what} must be whole numbers separated by commas, received {text!r}") from error
+    return values
+
+
+def config_from_form(state, preset: str, dataset: str) -> dict:
+    """Builds the job config from the form's session-state values."""
+    value = {field: state[f"{KEY}_{field}"] for field in FIELDS}
+    kernel = _int_list(value["kernel_size"], "Kernel size")
+    base = lenet.preset_config(preset)
+    config = {
+        "model": MODEL, "preset": preset, "dataset": dataset,
+        "epochs": int(value["epochs"]), "batch_size": int(value["batch_size"]),
+        "optimizer": value["optimizer"], "learning_rate": float(value["learning_rate"]),
+        "lr_schedule": value["lr_schedule"],
+        "conv_filters": _int_list(value["conv_filters"], "Filters"),
+        "kernel_size": kernel[0] if len(kernel) == 1 else kernel,
+        "activation": value["activation"], "pooling": value["pooling"],
+        "batch_norm": bool(value["batch_norm"]), "multi_scale": bool(value["multi_scale"]),
+        "dense_units": _int_list(value["dense_units"], "Dense units"),
+        "dropout": float(value["dropout"]), "random_blur": float(value["random_blur"]),
+        "epoch_repeats": int(value["epoch_repeats"]),
+        "preprocessing": {**base["preprocessing"], "color": value["color"],
+                          "equalization": value["equalization"]},
+        "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
+                         "shift": float(value["shift"]), "zoom": float(value["zoom"])},
+    }
+    if int(value["labels_per_class"] or 0) > 0:
+        config["labels_per_class"] = int(value["labels_per_class"])
+    return config
+
+
+def dataset_choices() -> tuple[list[str], str | None]:
+    """Datasets offered, and a note when GTSRB is not installed."""
+    try:
+        gtsrb_status = registry.status("gtsrb")
+    except Exception as error:  # noqa: BLE001 - a broken data root must not break the page
+        gtsrb_status = f"unreadable ({error})"
+    if gtsrb_status == "ready":
+        return ["gtsrb", "synthetic-signs"], None
+    return ["synthetic-signs"], (
+        f"GTSRB is not installed here (status: {gtsrb_status}), so the job uses the synthetic "
+        "signs: same 43 classes, drawn by the app, much easier than real photos. Install GTSRB "
+        "on the Datasets page to reproduce the study."
+    )
+
+
+def render_form() -> None:
+    """The training form; Start submits a job and shows it."""
+    help_text = lenet.FIELD_HELP
+    st.selectbox("Preset", lenet.PRESET_NAMES, key=PRESET_KEY, on_change=_load_preset_into_form,
+                 help=help_text["preset"])
+    options, note = dataset_choices()
+    if st.session_state.get(f"{KEY}_dataset") not in options:
+        st.session_state[f"{KEY}_dataset"] = options[0]
+    st.selectbox("Dataset", options, key=f"{KEY}_dataset", format_func=DATASET_LABELS.get,
+                 help=help_text["dataset"])
+    if note:
+        st.caption(note)
+    with st.form(f"{KEY}_form"):
+        st.markdown("**Training**")
+        columns = st.columns(4)
+        columns[0].number_input("Epochs", min_value=1, max_value=500, step=1, key=f"{KEY}_epochs",
+                                help=help_text["epochs"])
+        columns[1].selectbox("Batch size", BATCH_SIZES, key=f"{KEY}_batch_size",
+                             help=help_text["batch_size"])
+        columns[2].selectbox("Optimizer", lenet.OPTIMIZERS, key=f"{KEY}_optimizer",
+                             help=help_text["optimizer"])
+        columns[3].number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.4f",
+                                step=0.0005, key=f"{KEY}_learning_rate", help=help_text["learning_rate"])
+        columns = st.columns(4)
+        columns[0].selectbox("Learning-rate schedule", lenet.LR_SCHEDULES, key=f"{KEY}_lr_schedule",
+                             help=help_text["lr_schedule"])
+        columns[1].number_input("Training images per class (0 = all)", min_value=0, step=10,
+                                key=f"{KEY}_labels_per_class", help=help_text["labels_per_class"])
+        columns[2].number_input("Augmented passes per epoch", min_value=1, max_value=10, step=1,
+                                key=f"{KEY}_epoch_repeats", help=help_text["epoch_repeats"])
+        st.markdown("**Network**")
+        columns = st.columns(4)
+        columns[0].text_input("Filters per conv stage", key=f"{KEY}_conv_filters",
+                              help=help_text["conv_filters"])
+        columns[1].text_input("Kernel size (one, or one per stage)", key=f"{KEY}_kernel_size",
+                              help=help_text["kernel_size"])
+        columns[2].text_input("Dense units", key=f"{KEY}_dense_units", help=help_text["dense_units"])
+        columns[3].slider("Dropout rate", 0.0, 0.9, step=0.05, key=f"{KEY}_dropout",
+                          help=help_text["dropout"])
+        columns = st.columns(4)
+        columns[0].selectbox("Activation", lenet.ACTIVATIONS, key=f"{KEY}_activation",
+                             help=help_text["activation"])
+        columns[1].selectbox("Pooling", lenet.POOLINGS, key=f"{KEY}_pooling", help=help_text["pooling"])
+        columns[2].checkbox("Batch normalisation", key=f"{KEY}_batch_norm", help=help_text["batch_norm"])
+        columns[3].checkbox("Multi-scale features", key=f"{KEY}_multi_scale",
+                            help=help_text["multi_scale"])
+        st.markdown("**Images: preprocessing and augmentation**")
+        columns = st.columns(3)
+        columns[0].selectbox("Colour", list(COLOR_LABELS), format_func=COLOR_LABELS.get,
+                             key=f"{KEY}_color", help=help_text["color"])
+        columns[1].selectbox("Equalisation", ("none", "global", "clahe"), key=f"{KEY}_equalization",
+                             help=help_text["equalization"])
+        columns[2].slider("Random blur (share of images)", 0.0, 1.0, step=0.05,
+                          key=f"{KEY}_random_blur", help=help_text["random_blur"])
+        columns = st.columns(3)
+        columns[0].slider("Rotation (± degrees)", 0.0, 45.0, step=1.0, key=f"{KEY}_rotation_degrees",
+                          help=help_text["rotation_degrees"])
+        columns[1].slider("Shift (fraction)", 0.0, 0.3, step=0.01, key=f"{KEY}_shift",
+                          help=help_text["shift"])
+        columns[2].slider("Zoom (fraction)", 0.0, 0.3, step=0.01, key=f"{KEY}_zoom",
+                          help=help_text["zoom"])
+        submitted = st.form_submit_button("Start training", type="primary",
+                                          icon=":material/play_arrow:", key=f"{KEY}_start")
+    if submitted:
+        try:
+            config = config_from_form(st.session_state, st.session_state[PRESET_KEY],
+                                      st.session_state[f"{KEY}_dataset"])
+            run_id = jobs.submit(config)
+        except ValueError as error:
+            st.error(f"Cannot start: {error}")
+            return
+        st.session_state[RUN_KEY] = run_id
+        st.rerun()
+
+
+def render_run(run_id: str, status: dict) -> None:
+    """The live view of an active run, or the results of a finished one."""
+    if status["state"] in jobs.ACTIVE_STATES:
+        st.subheader("Training in progress")
+        training_ui.live_run(run_id, key=f"{KEY}_live", reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
+                             reference_name=REFERENCE_NAME)
+        return
+    st.subheader("Results")
+    on_gtsrb = runs.read_config(runs.run_path(run_id)).get("dataset") == "gtsrb"
+    if not on_gtsrb:
+        st.caption("Trained on synthetic signs: the study's GTSRB figures are drawn for orientation "
+                   "only, the two are not comparable.")
+    training_ui.run_results(run_id, key=f"{KEY}_results",
+                            reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
+                            reference_name=REFERENCE_NAME,
+                            reference_test_accuracy=lenet.STUDY_TEST_ACCURACY if on_gtsrb else None)
+    if st.button("Train another model", key=f"{KEY}_new", icon=":material/add:"):
+        st.session_state[RUN_KEY] = None
+        st.rerun()
+
+
+def finished_runs_picker() -> None:
+    """Lets the user open the results of an earlier LeNet run."""
+    finished = [summary for summary in runs.list_runs()
+                if not summary.broken and summary.model == MODEL and summary.state in runs.TERMINAL_STATES]
+    if not finished:
+        return
+    with st.expander("Results of earlier LeNet runs"):
+        labels = {summary.run_id: f"{summary.label} ({summary.state})" for summary in finished}
+        chosen = st.selectbox("Run", list(labels), format_func=labels.get, key=f"{KEY}_earlier")
+        if st.button("Show", key=f"{KEY}_show_earlier"):
+            st.session_state[RUN_KEY] = chosen
+            st.rerun()
+
+
+def current_run() -> tuple[str | None, dict | None]:
+    """The run this session shows: the one it started, else the newest active LeNet run on disk."""
+    run_id = st.session_state.get(RUN_KEY)
+    if run_id:
+        try:
+            return run_id, jobs.status(run_id)
+        except (runs.RunError, OSError):
+            st.session_state[RUN_KEY] = None  # deleted meanwhile
+    active = jobs.active_runs(model=MODEL)
+    if active:
+        st.session_state[RUN_KEY] = active[0]
+        return active[0], jobs.status(active[0])
+    return None, None
+
+
+common.page_header("Train LeNet-5", INTRO)
+common.init_session_state({RUN_KEY: None, PRESET_KEY: lenet.DEFAULT_PRESET})
+common.init_session_state({f"{KEY}_{field}": value
+                           for field, value in preset_field_values(lenet.DEFAULT_PRESET).items()})
+run_id, run_status = current_run()
+if run_id is not None:
+    render_run(run_id, run_status)
+else:
+    render_form()
+    finished_runs_picker()

@@ -58,3 +58,16 @@ def test_core_never_imports_streamlit():
             if any(name.split(".")[0] == "streamlit" for name in names):
                 offenders.append(str(path.relative_to(REPO_ROOT)))
     assert offenders == []
+
+
+def test_home_page_lists_every_dataset_and_the_finished_runs_as_backbones(isolated_roots):
+    from core import runs
+
+    run_dir = runs.create_run({"model": "lenet5", "dataset": "synthetic-signs"})
+    runs.write_status(run_dir, state=runs.COMPLETED)
+    app_test = run_page("pages/home.py")
+    assert not app_test.exception
+    dataset_table, backbone_table = (frame.value for frame in app_test.dataframe[-2:])
+    assert list(dataset_table["dataset"]) == ["gtsrb", "dogs-vs-cats", "synthetic-signs"]
+    assert list(dataset_table["status"][:2]) == ["absent", "absent"]
+    assert "1 usable as source backbones" in list(backbone_table["status"])

@@ -1,3 +1,15 @@
-"""Model builders. Importing this package registers every custom layer for safe_mode loading."""
+"""Model builders: LeNet-5 presets, VGG16 transfer models and backbones.
 
-from core.models import layers, transfer_layers  # noqa: F401 - registration side effect is the point
+Importing this package is cheap (no Keras import), so pages can read presets without loading
+TensorFlow. Code that loads a saved model calls ``register_custom_layers()`` first.
+"""
+
+import importlib
+
+CUSTOM_LAYER_MODULES = ("core.models.layers", "core.models.transfer_layers")
+
+
+def register_custom_layers() -> None:
+    """Imports every module that defines custom layers, registering them for safe_mode loading."""
+    for module_name in CUSTOM_LAYER_MODULES:
+        importlib.import_module(module_name)

@@ -5,6 +5,8 @@ import importlib
 FAMILY_MODULES = {
     "lenet5": "core.training.lenet_family",
     "vgg16": "core.training.transfer_family",
+    "mobilenetv2": "core.training.transfer_family",
+    "lenet5-transfer": "core.training.transfer_family",
 }
 
 

@@ -17,8 +17,8 @@ def test_home_page_loads_with_navigation(page):
     save_screenshot(page, "home")
 
 
-def test_deep_link_on_a_fresh_server_gets_the_app_navigation(browser, tmp_path):
-    """A fresh server's first visit to /runs must still run app.py (sections, not file names)."""
+def _deep_link_navigation_texts(browser, tmp_path, wait_for: str) -> tuple[int, int]:
+    """Opens /runs as the first visit of a fresh server; counts section vs file-name entries."""
     from tests.conftest import serve_streamlit
 
     dirs = {"data": tmp_path / "fresh-data", "runs": tmp_path / "fresh-runs"}
@@ -29,10 +29,16 @@ def test_deep_link_on_a_fresh_server_gets_the_app_navigation(browser, tmp_path):
         deep_page = context.new_page()
         deep_page.goto(f"{base_url}/runs")
         navigation = deep_page.locator("[data-testid='stSidebarNav']")
-        navigation.get_by_text("Compare & classify", exact=True).wait_for(timeout=60_000)
-        assert navigation.get_by_text("Classify images", exact=True).count() == 1
-        assert navigation.get_by_text("train lenet", exact=True).count() == 0
+        navigation.get_by_text(wait_for, exact=True).wait_for(timeout=60_000)
+        counts = (navigation.get_by_text("Compare & classify", exact=True).count(),
+                  navigation.get_by_text("train lenet", exact=True).count())
         context.close()
+    return counts
+
+
+def test_deep_link_on_a_fresh_server_gets_the_app_navigation(browser, tmp_path):
+    """A fresh server's first visit to /runs must still run app.py (sections, not file names)."""
+    assert _deep_link_navigation_texts(browser, tmp_path, "Compare & classify") == (1, 0)
 
 
 def test_deep_link_without_the_fix_would_show_file_names(browser, tmp_path, monkeypatch):
@@ -41,17 +47,5 @@ def test_deep_link_without_the_fix_would_show_file_names(browser, tmp_path, monk
     With ``ensure_app_shell`` disabled through its environment switch, the same deep link shows
     Streamlit's automatic file-name navigation, so the test above exercises the real failure.
     """
-    from tests.conftest import serve_streamlit
-
     monkeypatch.setenv("TLLAB_DISABLE_APP_SHELL_RERUN", "1")
-    dirs = {"data": tmp_path / "fresh-data", "runs": tmp_path / "fresh-runs"}
-    for path in dirs.values():
-        path.mkdir()
-    with serve_streamlit(dirs) as base_url:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        deep_page = context.new_page()
-        deep_page.goto(f"{base_url}/runs")
-        navigation = deep_page.locator("[data-testid='stSidebarNav']")
-        navigation.get_by_text("train lenet", exact=True).wait_for(timeout=60_000)
-        assert navigation.get_by_text("Compare & classify", exact=True).count() == 0
-        context.close()
+    assert _deep_link_navigation_texts(browser, tmp_path, "train lenet") == (0, 1)

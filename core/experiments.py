@@ -1,0 +1,375 @@
+"""Offline transfer experiments: ``python -m core.experiments few-shot ...``.
+
+**Few-shot GTSRB** (a small-scale reproduction of Yosinski et al. 2014, "How transferable are
+features in deep neural networks?"): a LeNet-sized network is trained on a *source* task, then
+its layers are copied into a network for a *target* task that has only ``k`` labelled images per
+class; a second network with the same architecture, data and epochs starts from random weights.
+
+* ``--source synthetic-signs``: source = the app's synthetic signs (all 43 classes, drawn, not
+  photographed); target = real GTSRB, all 43 classes.
+* ``--source gtsrb-half``: source = real GTSRB classes 0-20; target = GTSRB classes 21-42
+  (relabelled 0-21), so source and target share no class.
+
+The transfer arm copies the first ``n`` weighted layers (default: every convolution, i.e. the
+source's feature extractor; the dense head starts random) and fine-tunes them (the paper's AnB+):
+for the first third of the epochs the copied layers stay frozen while the new head learns, then
+everything trains at 0.3x the learning rate. ``--freeze`` keeps them frozen throughout (AnB). The source run is reused when a finished, good-enough one exists, else trained first.
+
+Command line (stdout's LAST TWO lines are the scratch run folder, then the transfer run folder)::
+
+    python -m core.experiments few-shot --source synthetic-signs --labels-per-class 10
+    python -m core.experiments few-shot --source gtsrb-half --labels-per-class 10 --runs-dir DIR
+
+Everything runs in the foreground through the same code path as the UI's jobs
+(``core.jobs.create_job`` + ``core.worker.run``); the page's button uses ``submit_few_shot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from core import runs
+
+FEW_SHOT = "few-shot"
+SOURCES = ("synthetic-signs", "gtsrb-half")
+LABELS_PER_CLASS_CHOICES = (10, 30, 100)
+GTSRB_HALF_SOURCE_CLASSES = tuple(range(21))
+GTSRB_HALF_TARGET_CLASSES = tuple(range(21, 43))
+LENET_TRANSFER_MODEL = "lenet5-transfer"
+SOURCE_PRESET = "plus"
+# Source training: enough epochs for a strong feature extractor (the reuse threshold below).
+SOURCE_EPOCHS = {"synthetic-signs": 15, "gtsrb-half": 12}
+SOURCE_MIN_VAL_ACCURACY = 0.85
+# Target arms: the same budget for scratch and transfer.
+TARGET_EPOCHS = 60
+TARGET_BATCH_SIZE = 32
+TARGET_MAX_VAL_IMAGES = 2000  # a cap on all-43-class validation (applied before ``classes``)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def source_config(source: str, *, epochs: int | None = None, seed: int = 0) -> dict:
+    """The config of the source run for ``source`` (a ``lenet5-transfer`` scratch run).
+
+    Args:
+        source: ``"synthetic-signs"`` or ``"gtsrb-half"``.
+        epochs: source epochs (default ``SOURCE_EPOCHS[source]``).
+        seed: training seed.
+    """
+    _check_source(source)
+    config = {"model": LENET_TRANSFER_MODEL, "strategy": "scratch", "preset": SOURCE_PRESET,
+              "epochs": int(epochs or SOURCE_EPOCHS[source]), "seed": int(seed),
+              "experiment": FEW_SHOT, "role": "source", "source": source,
+              "valid_size": TARGET_MAX_VAL_IMAGES}
+    if source == "synthetic-signs":
+        config["dataset"] = "synthetic-signs"
+    else:
+        config.update(dataset="gtsrb", classes=list(GTSRB_HALF_SOURCE_CLASSES))
+    return config
+
+
+def target_classes(source: str) -> list[int] | None:
+    """GTSRB class ids of the target task (None = all 43)."""
+    _check_source(source)
+    return None if source == "synthetic-signs" else list(GTSRB_HALF_TARGET_CLASSES)
+
+
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, received {source!r}")
+
+
+def _check_labels_per_class(labels_per_class) -> int:
+    if isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int) or labels_per_class < 1:
+        raise ValueError(f"labels_per_class must be a positive int, received {labels_per_class!r}")
+    return labels_per_class
+
+
+def target_configs(source: str, labels_per_class: int, source_run: str | Path, *,
+                   epochs: int = TARGET_EPOCHS, transfer_layers: int | None = None,
+                   freeze: bool = False, seed: int = 0, experiment_id: str | None = None) -> tuple[dict, dict]:
+    """The scratch and transfer configs of one few-shot experiment (same data, same budget).
+
+    Args:
+        source: ``"synthetic-signs"`` or ``"gtsrb-half"``.
+        labels_per_class: k, labelled target images per class.
+        source_run: the source run folder (its architecture and preprocessing are used by both
+            arms; only the transfer arm copies its weights).
+        epochs: epochs of each arm.
+        transfer_layers: n, weighted layers copied (None = every convolution).
+        freeze: keep the copied layers frozen (AnB) instead of fine-tuning them (AnB+).
+        seed: seed of the k-shot sample and of training.
+        experiment_id: groups the two runs (default: a new id).
+
+    Returns:
+        ``(scratch_config, transfer_config)``.
+    """
+    _check_source(source)
+    _check_labels_per_class(labels_per_class)
+    experiment_id = experiment_id or f"{FEW_SHOT}-{source}-k{labels_per_class}-{secrets.token_hex(3)}"
+    common = {"model": LENET_TRANSFER_MODEL, "dataset": "gtsrb", "classes": target_classes(source),
+              "labels_per_class": labels_per_class, "source_run": str(source_run),
+              "epochs": int(epochs), "batch_size": TARGET_BATCH_SIZE, "seed": int(seed),
+              "valid_size": TARGET_MAX_VAL_IMAGES if target_classes(source) is None else None,
+              "experiment": FEW_SHOT,
+              "experiment_id": experiment_id, "source": source}
+    scratch = {**common, "strategy": "scratch", "role": "scratch"}
+    transfer = {**common, "strategy": "feature-extraction" if freeze else "fine-tune",
+                "role": "transfer", "transfer_layers": transfer_layers}
+    return scratch, transfer
+
+
+def _matches_source(summary: runs.RunSummary, source: str) -> bool:
+    config = summary.config
+    wanted = source_config(source)
+    if config.get("model") not in (LENET_TRANSFER_MODEL, "lenet5"):
+        return False
+    if config.get("model") == LENET_TRANSFER_MODEL and config.get("strategy") != "scratch":
+        return False
+    if config.get("dataset") != wanted["dataset"]:
+        return False
+    classes = config.get("classes")
+    return (list(classes) if classes is not None else None) == wanted.get("classes")
+
+
+def find_source_run(source: str, runs_root=None, min_val_accuracy: float = SOURCE_MIN_VAL_ACCURACY,
+                    include_active: bool = False) -> Path | None:
+    """Finds the best finished run that can serve as the source network.
+
+    Suitable: a completed LeNet run (``lenet5`` or ``lenet5-transfer`` scratch) on the source
+    data (synthetic signs; or GTSRB restricted to classes 0-20) with a ``model.keras`` and a
+    best validation accuracy of at least ``min_val_accuracy``.
+
+    Args:
+        source: ``"synthetic-signs"`` or ``"gtsrb-half"``.
+        runs_root: the runs root (default ``core.paths.runs_dir()``).
+        min_val_accuracy: reuse threshold (a one-epoch smoke run is not a good source).
+        include_active: also accept a queued or running source run (the page queues targets
+            behind it).
+
+    Returns:
+        The run folder, or None.
+    """
+    _check_source(source)
+    best = None
+    for summary in runs.list_runs(runs_root):
+        if summary.broken or not _matches_source(summary, source):
+            continue
+        if summary.state == runs.COMPLETED:
+            if not (summary.path / runs.MODEL_FILE).exists():
+                continue
+            if (summary.best_val_accuracy or 0.0) < min_val_accuracy:
+                continue
+            score = (1, summary.best_val_accuracy or 0.0)
+        elif include_active and summary.state in (runs.QUEUED, runs.RUNNING):
+            score = (0, 0.0)
+        else:
+            continue
+        if best is None or score > best[0]:
+            best = (score, summary.path)
+    return best[1] if best else None
+
+
+def submit_few_shot(source: str, labels_per_class: int, runs_root=None, **options) -> dict:
+    """Queues a few-shot experiment as jobs (the page's button).
+
+    The source job is queued first when no suitable run exists; the target runs wait for it.
+
+    Returns:
+        ``{"source": run id, "source_reused": bool, "scratch": run id, "transfer": run id}``.
+    """
+    from core import jobs
+
+    source_dir = find_source_run(source, runs_root, include_active=True)
+    reused = source_dir is not None
+    if source_dir is None:
+        source_dir = runs.run_path(jobs.submit(source_config(source, seed=options.get("seed", 0)),
+                                               runs_root), runs_root)
+    scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
+    scratch_id = jobs.submit(scratch, runs_root)
+    transfer_id = jobs.submit(transfer, runs_root)
+    return {"source": source_dir.name, "source_reused": reused, "scratch": scratch_id,
+            "transfer": transfer_id}
+
+
+def _run_foreground(config: dict, runs_root, log) -> Path:
+    from core import jobs, worker
+
+    run_dir = jobs.create_job(config, runs_root)
+    log(f"Run folder: {run_dir}")
+    state = worker.run(run_dir, console=True)
+    if state != runs.COMPLETED:
+        status = runs.read_status(run_dir)
+        raise RuntimeError(f"run {run_dir.name} ended {state}: {status.get('error')}")
+    return run_dir
+
+
+def run_few_shot(source: str, labels_per_class: int, runs_root=None, *,
+                 source_epochs: int | None = None, log=None, **options) -> tuple[Path, Path, Path]:
+    """Runs a whole few-shot experiment in the foreground.
+
+    Returns:
+        ``(source_dir, scratch_dir, transfer_dir)``.
+    """
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    _check_source(source)
+    _check_labels_per_class(labels_per_class)
+    source_dir = find_source_run(source, runs_root)
+    if source_dir is not None:
+        log(f"Reusing source run {source_dir.name}")
+    else:
+        log(f"No finished {source} source run with val accuracy >= {SOURCE_MIN_VAL_ACCURACY:.0%}: "
+            "training one")
+        source_dir = _run_foreground(source_config(source, epochs=source_epochs,
+                                                   seed=options.get("seed", 0)), runs_root, log)
+    scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
+    log(f"Scratch arm: {labels_per_class} labelled images per class, {scratch['epochs']} epochs")
+    scratch_dir = _run_foreground(scratch, runs_root, log)
+    log(f"Transfer arm ({transfer['strategy']}): same data and epochs, layers copied from "
+        f"{source_dir.name}")
+    transfer_dir = _run_foreground(transfer, runs_root, log)
+    return source_dir, scratch_dir, transfer_dir
+
+
+def experiment_summary(scratch_dir, transfer_dir) -> dict:
+    """Test (or validation) accuracy of both arms and the gain in points."""
+    def accuracy(run_dir):
+        results = runs.read_results(run_dir) or {}
+        value = results.get("test_accuracy")
+        return (value, "test") if value is not None else (results.get("best_val_accuracy"), "val")
+
+    scratch, split = accuracy(scratch_dir)
+    transfer, _ = accuracy(transfer_dir)
+    gain = None if scratch is None or transfer is None else 100.0 * (transfer - scratch)
+    return {"scratch_accuracy": scratch, "transfer_accuracy": transfer, "gain_points": gain,
+            "split": split}
+
+
+def few_shot_results(summaries) -> list[dict]:
+    """One row per few-shot experiment: source, k, arms' accuracy and the gain in points.
+
+    Args:
+        summaries: ``core.runs.RunSummary`` objects (e.g. ``core.runs.list_runs()``).
+
+    Returns:
+        Dicts with ``experiment_id``, ``source``, ``labels_per_class``, ``strategy``,
+        ``scratch_run``, ``transfer_run``, ``scratch_accuracy``, ``transfer_accuracy``,
+        ``gain_points`` and ``split`` (test, or val when no test accuracy exists yet).
+    """
+    experiments: dict[str, dict] = {}
+    for summary in summaries:
+        config = summary.config
+        if summary.broken or config.get("experiment") != FEW_SHOT or config.get("role") == "source":
+            continue
+        row = experiments.setdefault(str(config.get("experiment_id")), {
+            "experiment_id": config.get("experiment_id"), "source": config.get("source"),
+            "labels_per_class": config.get("labels_per_class"), "strategy": None,
+            "scratch_run": None, "transfer_run": None, "scratch_accuracy": None,
+            "transfer_accuracy": None, "gain_points": None, "split": "test"})
+        accuracy = summary.test_accuracy if summary.test_accuracy is not None else summary.best_val_accuracy
+        if summary.test_accuracy is None:
+            row["split"] = "val"
+        arm = "scratch" if config.get("strategy") == "scratch" else "transfer"
+        row[f"{arm}_run"] = summary.run_id
+        row[f"{arm}_accuracy"] = accuracy
+        if arm == "transfer":
+            row["strategy"] = config.get("strategy")
+    for row in experiments.values():
+        if row["scratch_accuracy"] is not None and row["transfer_accuracy"] is not None:
+            row["gain_points"] = 100.0 * (row["transfer_accuracy"] - row["scratch_accuracy"])
+    return list(experiments.values())
+
+
+SWEEP_SIZES = (100, 250, 500, 1000, 2000)
+
+
+def sweep_configs(config: dict, sizes, sweep_id: str | None = None) -> list[dict]:
+    """Scratch + transfer configs for each training-set size (the Transfer page's sweep).
+
+    Args:
+        config: a transfer config (``vgg16``/``mobilenetv2``); its strategy is the transfer arm
+            (``feature-extraction`` when it is ``scratch``).
+        sizes: training-set sizes (``train_size``).
+        sweep_id: groups the runs (default: a new id).
+
+    Returns:
+        Two configs per size, scratch first; every one has the same epochs and ``sweep_id``.
+    """
+    sizes = sorted({int(size) for size in sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"sizes must be one or more positive ints, received {sizes!r}")
+    sweep_id = sweep_id or f"sweep-{secrets.token_hex(3)}"
+    strategy = config.get("strategy") or "feature-extraction"
+    if strategy == "scratch":
+        strategy = "feature-extraction"
+    configs = []
+    for size in sizes:
+        common = {**config, "train_size": size, "sweep_id": sweep_id}
+        configs.append({**common, "strategy": "scratch", "weights": "none"})
+        configs.append({**common, "strategy": strategy})
+    return configs
+
+
+def submit_sweep(config: dict, sizes, runs_root=None) -> list[str]:
+    """Validates every sweep config first, then queues them all; returns the run ids."""
+    from core import jobs
+
+    configs = sweep_configs(config, sizes)
+    for candidate in configs:
+        jobs.resolve_config(candidate)  # fail before queueing anything
+    return [jobs.submit(candidate, runs_root) for candidate in configs]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.experiments",
+                                     description="Offline transfer-learning experiments.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    few_shot = commands.add_parser(FEW_SHOT, help="scratch vs transfer with k labels per class")
+    few_shot.add_argument("--source", choices=SOURCES, required=True)
+    few_shot.add_argument("--labels-per-class", type=int, required=True,
+                          help="k labelled GTSRB training images per class (e.g. 10, 30, 100)")
+    few_shot.add_argument("--runs-dir", help="runs root (default $TLLAB_RUNS_DIR or runs/)")
+    few_shot.add_argument("--epochs", type=int, default=TARGET_EPOCHS,
+                          help=f"epochs of each target arm (default {TARGET_EPOCHS})")
+    few_shot.add_argument("--source-epochs", type=int,
+                          help="epochs of the source run when one must be trained")
+    few_shot.add_argument("--transfer-layers", type=int,
+                          help="n: weighted (conv/dense) layers copied from the source "
+                               "(default: every convolution)")
+    few_shot.add_argument("--freeze", action="store_true",
+                          help="keep copied layers frozen (AnB) instead of fine-tuning (AnB+)")
+    few_shot.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    arguments = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        _check_labels_per_class(arguments.labels_per_class)
+        _, scratch_dir, transfer_dir = run_few_shot(
+            arguments.source, arguments.labels_per_class, arguments.runs_dir,
+            source_epochs=arguments.source_epochs, epochs=arguments.epochs,
+            transfer_layers=arguments.transfer_layers, freeze=arguments.freeze, seed=arguments.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = experiment_summary(scratch_dir, transfer_dir)
+    if summary["gain_points"] is not None:
+        print(f"{summary['split']} accuracy: scratch {summary['scratch_accuracy']:.4f}, transfer "
+              f"{summary['transfer_accuracy']:.4f} ({summary['gain_points']:+.1f} points) in "
+              f"{time.monotonic() - started:.0f} s", file=sys.stderr)
+    sys.stdout.write(f"{scratch_dir}\n{transfer_dir}\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,574 @@
+"""Training jobs: submit, status, cancel, a FIFO queue with GPU slots, and death detection.
+
+Everything lives on disk, so any process (a Streamlit session, a restarted server, the CLI)
+sees the same truth:
+
+* ``submit(config)`` resolves the config with its family's ``resolve_config``, creates the run
+  folder (QUEUED, with ``submitted_at``) and starts a detached worker
+  (``python -m core.worker RUN_DIR``, new session, ``TLLAB_*`` roots passed in the environment).
+  It returns at once; the worker outlives the page that started it.
+* The worker waits for a free slot: the queue is FIFO by ``submitted_at``; there is one slot per
+  visible GPU (the job is pinned to it through ``CUDA_VISIBLE_DEVICES`` before TensorFlow is
+  imported), or one slot on a CPU-only machine; ``TLLAB_MAX_CONCURRENT_JOBS`` (or the
+  ``max_jobs`` argument) overrides. Slots are ``fcntl`` locks on ``RUNS_ROOT/.slots/slot-N.lock``,
+  held by the worker process, so the kernel frees a slot the moment its worker dies. A job with
+  ``"distribute": "mirrored"`` takes every slot (all GPUs).
+* ``status(run_id)`` reads ``status.json`` and detects dead workers: a QUEUED or RUNNING run whose
+  pid is gone (same host), or whose heartbeat is older than ``heartbeat_timeout_seconds()``
+  (``TLLAB_HEARTBEAT_TIMEOUT_SECONDS``, default 30), is marked FAILED with the reason.
+* ``cancel(run_id)``: a queued run is CANCELLED at once (its waiting worker exits); a running
+  run gets ``cancel.request`` and its worker stops after the current batch, ending CANCELLED.
+* GPU memory is freed by the worker process exiting.
+
+This module imports no framework, so the Streamlit process and a waiting worker stay light.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import environment, paths, runs
+
+MAX_CONCURRENT_JOBS_ENV = "TLLAB_MAX_CONCURRENT_JOBS"
+HEARTBEAT_SECONDS_ENV = "TLLAB_HEARTBEAT_SECONDS"
+HEARTBEAT_TIMEOUT_ENV = "TLLAB_HEARTBEAT_TIMEOUT_SECONDS"
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
+QUEUE_POLL_SECONDS = 0.5
+SLOTS_FOLDER = ".slots"
+ACTIVE_STATES = (runs.QUEUED, runs.RUNNING)
+
+
+# --- settings -----------------------------------------------------------------------------
+
+def _positive_float_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a number of seconds, received {text!r}") from error
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, received {text!r}")
+    return value
+
+
+def heartbeat_seconds() -> float:
+    """Seconds between heartbeats (``TLLAB_HEARTBEAT_SECONDS``, default 5)."""
+    return _positive_float_env(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS)
+
+
+def heartbeat_timeout_seconds() -> float:
+    """Heartbeat age after which a worker counts as dead (``TLLAB_HEARTBEAT_TIMEOUT_SECONDS``, 30)."""
+    return _positive_float_env(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
+
+
+def visible_gpu_ids() -> list[str]:
+    """GPU ids a job may be pinned to (``CUDA_VISIBLE_DEVICES`` entries or ``0..n-1``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [item.strip() for item in visible.split(",") if item.strip() and item.strip() != "-1"]
+    return [str(index) for index in range(environment.visible_gpu_count())]
+
+
+def max_concurrent_jobs(max_jobs: int | None = None) -> int:
+    """How many jobs may run at once.
+
+    Args:
+        max_jobs: explicit limit; default ``TLLAB_MAX_CONCURRENT_JOBS``, else one per visible GPU,
+            else 1 on a CPU-only machine.
+
+    Returns:
+        A positive integer.
+    """
+    if max_jobs is None:
+        text = os.environ.get(MAX_CONCURRENT_JOBS_ENV)
+        if text:
+            try:
+                max_jobs = int(text)
+            except ValueError as error:
+                raise ValueError(
+                    f"{MAX_CONCURRENT_JOBS_ENV} must be a positive integer, received {text!r}"
+                ) from error
+        else:
+            max_jobs = max(1, len(visible_gpu_ids()))
+    if int(max_jobs) < 1:
+        raise ValueError(f"max_jobs must be a positive integer, received {max_jobs!r}")
+    return int(max_jobs)
+
+
+# --- heartbeat and process facts ------------------------------------------------------------
+
+def heartbeat_now() -> str:
+    """The current UTC time with milliseconds, as written to ``status.json["heartbeat"]``."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Heartbeat:
+    """A daemon thread writing ``status.json["heartbeat"]`` every ``interval`` seconds.
+
+    It only writes files (through ``core.runs.update_status``), never touches Streamlit.
+
+    Args:
+        run_dir: the run folder.
+        interval: seconds between beats; default ``heartbeat_seconds()``.
+    """
+
+    def __init__(self, run_dir, interval: float | None = None):
+        self.run_dir = Path(run_dir)
+        self.interval = float(interval or heartbeat_seconds())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.run_dir.name}",
+                                        daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """Writes one heartbeat now (only while the run is QUEUED or RUNNING)."""
+        try:
+            runs.update_status(self.run_dir, only_if_state=ACTIVE_STATES, heartbeat=heartbeat_now())
+        except OSError:
+            pass  # a full or vanished disk must not kill training; the watcher will notice
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks from ``/proc`` (guards against pid reuse), or None."""
+    try:
+        text = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Tells whether a process exists on this host and is not a zombie.
+
+    Args:
+        pid: the process id.
+        start_ticks: the recorded start time; when given and different, the pid was reused.
+    """
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except (OSError, ValueError, TypeError):
+        return False
+    stat_path = Path(f"/proc/{int(pid)}/stat")
+    try:
+        text = stat_path.read_text()
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
+    state = text[text.rfind(")") + 2:].split()[0]
+    if state in ("Z", "X"):
+        return False
+    if start_ticks is not None:
+        current = process_start_ticks(pid)
+        if current is not None and current != int(start_ticks):
+            return False
+    return True
+
+
+def death_reason(status: dict, timeout: float | None = None) -> str | None:
+    """Why a QUEUED/RUNNING run's worker counts as dead, or None while it looks alive.
+
+    Args:
+        status: the run's ``status.json`` dict.
+        timeout: heartbeat timeout in seconds; default ``heartbeat_timeout_seconds()``.
+    """
+    if status.get("state") not in ACTIVE_STATES:
+        return None
+    timeout = heartbeat_timeout_seconds() if timeout is None else float(timeout)
+    pid = status.get("pid")
+    host = status.get("host")
+    if pid and (host is None or host == socket.gethostname()):
+        if not pid_alive(pid, status.get("pid_start_ticks")):
+            return f"worker process {pid} exited without finishing (killed, out of memory or crashed?)"
+    last = (runs.parse_time(status.get("heartbeat")) or runs.parse_time(status.get("started_at"))
+            or runs.parse_time(status.get("created_at")))
+    if last is None:
+        return None
+    age = (_dt.datetime.now(_dt.timezone.utc) - last).total_seconds()
+    if age > timeout:
+        who = f"worker process {pid}" if pid else "the worker (never started)"
+        where = f" on {host}" if host else ""
+        return f"no heartbeat from {who}{where} for {age:.0f} s (hung, suspended or killed?)"
+    return None
+
+
+# --- public API ------------------------------------------------------------------------------
+
+def resolve_config(config: dict) -> dict:
+    """Fills defaults and validates through the config's model family.
+
+    Raises:
+        ValueError: for a config that is not a dict, has no model, or has bad values.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, received {type(config).__name__}")
+    if not config.get("model"):
+        raise ValueError("config needs a 'model' key, e.g. {'model': 'lenet5', ...}")
+    from core.training.families import family_module
+
+    return family_module(str(config["model"])).resolve_config(dict(config))
+
+
+def create_job(config: dict, runs_root=None) -> Path:
+    """Resolves ``config`` and creates its QUEUED run folder (no worker started).
+
+    Returns:
+        The run folder.
+    """
+    resolved = resolve_config(config)
+    run_dir = runs.create_run(resolved, runs_root)
+    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now())
+    return run_dir
+
+
+def worker_environment(runs_root=None) -> dict:
+    """The environment for a worker: this one plus absolute ``TLLAB_*`` roots."""
+    environment_vars = dict(os.environ)
+    environment_vars[paths.RUNS_DIR_ENV] = str(paths.runs_dir(runs_root))
+    environment_vars[paths.DATA_DIR_ENV] = str(paths.data_dir())
+    python_path = environment_vars.get("PYTHONPATH", "")
+    repo = str(paths.REPO_ROOT)
+    if repo not in python_path.split(os.pathsep):
+        environment_vars["PYTHONPATH"] = os.pathsep.join(p for p in (repo, python_path) if p)
+    environment_vars.setdefault("PYTHONUNBUFFERED", "1")
+    environment_vars.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return environment_vars
+
+
+def start_worker(run_dir, runs_root=None) -> int:
+    """Launches the detached worker process for a QUEUED run; returns its pid.
+
+    The worker runs in a new session (a closed browser tab or a Streamlit restart does not stop
+    it); its stdout/stderr go to ``train.log``. A daemon thread reaps it so it never lingers as
+    a zombie in a long-lived server process.
+    """
+    run_dir = Path(run_dir)
+    log = open(run_dir / runs.LOG_FILE, "ab")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core.worker", str(run_dir)],
+            cwd=str(paths.REPO_ROOT), env=worker_environment(runs_root),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )
+    except OSError as error:
+        runs.update_status(run_dir, only_if_state=ACTIVE_STATES, state=runs.FAILED,
+                           error=f"could not start the worker process: {error}",
+                           ended_at=runs.utc_now())
+        raise
+    finally:
+        log.close()
+    runs.update_status(run_dir, only_if_state=ACTIVE_STATES, pid=process.pid,
+                       host=socket.gethostname(), pid_start_ticks=process_start_ticks(process.pid))
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process.pid
+
+
+def submit(config: dict, runs_root=None) -> str:
+    """Queues a training job and starts its worker; returns the run id at once.
+
+    Args:
+        config: settings keyed by the CLI option names, e.g. ``{"model": "lenet5", "preset":
+            "seed", "dataset": "synthetic-signs", "epochs": 2}``; defaults filled by the family.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+
+    Returns:
+        The run id (the run folder's name).
+
+    Raises:
+        ValueError: when the config does not validate.
+    """
+    run_dir = create_job(config, runs_root)
+    start_worker(run_dir, runs_root)
+    return run_dir.name
+
+
+def status(run_id: str, runs_root=None) -> dict:
+    """Returns ``status.json`` of a run, first marking a dead worker's run FAILED.
+
+    Args:
+        run_id: a run id under the runs root, or a run folder path.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+
+    Returns:
+        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``pid``
+        while queued/running, and the fields the worker writes (``epoch``, ``batch``, ...).
+
+    Raises:
+        core.runs.RunError: when the run does not exist or its status is unreadable.
+    """
+    run_dir = runs.run_path(run_id, runs_root)
+    current = runs.read_status(run_dir)
+    reason = death_reason(current)
+    if reason is None:
+        return current
+    updated = mark_failed(run_dir, reason)
+    return updated if updated is not None else runs.read_status(run_dir)
+
+
+def mark_failed(run_dir, reason: str) -> dict | None:
+    """Marks a QUEUED/RUNNING run FAILED by a watcher (re-checked under the run lock)."""
+    with runs.run_lock(run_dir):
+        current = runs.read_status(run_dir)
+        if current.get("state") not in ACTIVE_STATES or death_reason(current) is None:
+            return None
+        written = runs.write_status(run_dir, state=runs.FAILED, error=reason,
+                                    ended_at=runs.utc_now(), failure_detected_by="watcher")
+    try:
+        with open(Path(run_dir) / runs.LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(f"{runs.utc_now()} ERROR marked failed: {reason}\n")
+    except OSError:
+        pass
+    return written
+
+
+def refresh_all(runs_root=None) -> int:
+    """Runs death detection over every QUEUED/RUNNING run (pages call it before listing).
+
+    Returns:
+        How many runs were newly marked FAILED.
+    """
+    marked = 0
+    root = paths.runs_dir(runs_root)
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        try:
+            current = runs.read_status(entry)
+        except (runs.RunError, OSError):
+            continue
+        reason = death_reason(current)
+        if reason and mark_failed(entry, reason) is not None:
+            marked += 1
+    return marked
+
+
+def cancel(run_id: str, runs_root=None) -> dict:
+    """Cancels a job: QUEUED ends CANCELLED now; RUNNING stops after the current batch.
+
+    Returns:
+        The status after the request (a running job still shows RUNNING until its worker stops).
+    """
+    run_dir = runs.run_path(run_id, runs_root)
+    current = status(run_dir)
+    if current.get("state") in runs.TERMINAL_STATES:
+        return current
+    runs.request_cancel(run_dir)
+    cancelled = runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
+                                   ended_at=runs.utc_now(), error=None)
+    return cancelled if cancelled is not None else runs.read_status(run_dir)
+
+
+def progress(status_dict: dict, metrics=None, now: float | None = None) -> dict:
+    """Where a run stands: fraction done, progress within the epoch, seconds per epoch and ETA.
+
+    Args:
+        status_dict: the run's status (``epoch``, ``total_epochs``, ``batch``,
+            ``batches_per_epoch``, ``epoch_started_at``).
+        metrics: the run's ``metrics.csv`` frame (epoch times for the estimate), or None.
+        now: the current time in seconds since the epoch (default: now).
+
+    Returns:
+        A dict with ``epoch``, ``total_epochs``, ``epochs_done``, ``batch``,
+        ``batches_per_epoch``, ``epoch_fraction`` (0..1), ``fraction`` (0..1),
+        ``seconds_per_epoch`` and ``eta_seconds`` (None while unknown).
+    """
+    now = time.time() if now is None else float(now)
+    total = int(status_dict.get("total_epochs") or 0)
+    epoch = int(status_dict.get("epoch") or 0)
+    batch = int(status_dict.get("batch") or 0)
+    batches = status_dict.get("batches_per_epoch")
+    batches = int(batches) if batches else None
+    done = int(len(metrics)) if metrics is not None else int(status_dict.get("epochs_done") or 0)
+    in_epoch = epoch > done and batches
+    epoch_fraction = min(1.0, batch / batches) if in_epoch else 0.0
+    seconds_per_epoch = None
+    if metrics is not None and len(metrics) and metrics["epoch_seconds"].notna().any():
+        times = metrics["epoch_seconds"].dropna()
+        # The first epoch pays for graph tracing; prefer the later ones when there are some.
+        seconds_per_epoch = float((times.iloc[1:] if len(times) > 1 else times).mean())
+    started = status_dict.get("epoch_started_at")
+    if seconds_per_epoch is None and in_epoch and epoch_fraction > 0 and isinstance(started, (int, float)):
+        seconds_per_epoch = max(0.0, now - float(started)) / epoch_fraction
+    fraction = min(1.0, (done + epoch_fraction) / total) if total else 0.0
+    eta = None
+    if seconds_per_epoch is not None and total:
+        remaining = max(0.0, total - done - epoch_fraction)
+        eta = remaining * seconds_per_epoch
+    return {"epoch": epoch, "total_epochs": total, "epochs_done": done, "batch": batch,
+            "batches_per_epoch": batches, "epoch_fraction": epoch_fraction, "fraction": fraction,
+            "seconds_per_epoch": seconds_per_epoch, "eta_seconds": eta}
+
+
+def active_runs(model: str | None = None, runs_root=None) -> list[str]:
+    """Run ids that are QUEUED or RUNNING (after death detection), newest first.
+
+    Args:
+        model: keep only runs of this model family (e.g. ``"lenet5"``).
+    """
+    found = []
+    for summary in runs.list_runs(runs_root):
+        if summary.broken or summary.state not in ACTIVE_STATES:
+            continue
+        if model is not None and summary.model != model:
+            continue
+        if status(summary.path, runs_root).get("state") in ACTIVE_STATES:
+            found.append(summary.run_id)
+    return found
+
+
+# --- queue and slots (used by the worker process) --------------------------------------------
+
+@dataclass
+class Slot:
+    """The slot(s) a worker holds: open locked files, and the GPU ids pinned to the job."""
+
+    indices: list[int]
+    gpu_ids: list[str]
+    handles: list = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        for handle in self.handles:
+            handle.close()
+        self.handles = []
+
+
+def _queue_key(status_dict: dict, run_id: str) -> tuple:
+    submitted = status_dict.get("submitted_at")
+    if not isinstance(submitted, (int, float)):
+        created = runs.parse_time(status_dict.get("created_at"))
+        submitted = created.timestamp() if created else float("inf")
+    return (float(submitted), run_id)
+
+
+def runs_ahead(run_dir, runs_root=None) -> list[str]:
+    """Live QUEUED runs submitted before this one (dead ones are marked FAILED on the way)."""
+    run_dir = Path(run_dir)
+    root = paths.runs_dir(runs_root) if runs_root else run_dir.parent
+    own = runs.read_status(run_dir)
+    own_key = _queue_key(own, run_dir.name)
+    ahead = []
+    for entry in root.iterdir():
+        if entry == run_dir or not entry.is_dir() or entry.name.startswith("."):
+            continue
+        try:
+            other = runs.read_status(entry)
+        except (runs.RunError, OSError):
+            continue
+        if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
+            continue
+        if status(entry, root).get("state") == runs.QUEUED:
+            ahead.append(entry.name)
+    return ahead
+
+
+def try_acquire_slot(runs_root, needs_all: bool = False, max_jobs: int | None = None) -> Slot | None:
+    """Takes a free slot (or every slot when ``needs_all``) without waiting; None when busy."""
+    import fcntl
+
+    count = max_concurrent_jobs(max_jobs)
+    gpu_ids = visible_gpu_ids()
+    folder = paths.runs_dir(runs_root) / SLOTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: list[tuple[int, object]] = []
+    for index in range(count):
+        handle = open(folder / f"slot-{index}.lock", "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            if needs_all:
+                for _, held in taken:
+                    held.close()
+                return None
+            continue
+        taken.append((index, handle))
+        if not needs_all:
+            break
+    if not taken:
+        return None
+    indices = [index for index, _ in taken]
+    if needs_all:
+        pinned = gpu_ids
+    else:
+        pinned = [gpu_ids[indices[0] % len(gpu_ids)]] if gpu_ids else []
+    return Slot(indices=indices, gpu_ids=pinned, handles=[handle for _, handle in taken])
+
+
+def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
+                  max_jobs: int | None = None) -> Slot | None:
+    """Blocks until this QUEUED run is first in line and a slot is free.
+
+    Returns:
+        The held ``Slot`` (the run is then RUNNING), or None when the run stopped being QUEUED
+        (cancelled, or marked failed) while it waited.
+    """
+    run_dir = Path(run_dir)
+    root = run_dir.parent
+    config = runs.read_config(run_dir)
+    needs_all = str(config.get("distribute") or "none") == "mirrored"
+    while True:
+        current = runs.read_status(run_dir)
+        if current.get("state") != runs.QUEUED or runs.cancel_requested(run_dir):
+            if current.get("state") == runs.QUEUED:
+                runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
+                                   ended_at=runs.utc_now())
+            return None
+        if not runs_ahead(run_dir, root):
+            slot = try_acquire_slot(root, needs_all=needs_all, max_jobs=max_jobs)
+            if slot is not None:
+                started = runs.update_status(
+                    run_dir, only_if_state=(runs.QUEUED,), state=runs.RUNNING,
+                    started_at=runs.utc_now(), pid=os.getpid(), host=socket.gethostname(),
+                    pid_start_ticks=process_start_ticks(os.getpid()), slot=slot.indices,
+                    gpu_ids=slot.gpu_ids,
+                )
+                if started is None:
+                    slot.release()
+                    continue
+                return slot
+        time.sleep(poll_seconds)
+
+
+def send_signal(run_id: str, signal_number: int = signal.SIGTERM, runs_root=None) -> bool:
+    """Sends a signal to a run's worker on this host (used by tests and admin tools)."""
+    current = runs.read_status(runs.run_path(run_id, runs_root))
+    pid = current.get("pid")
+    if not pid or current.get("host") not in (None, socket.gethostname()):
+        return False
+    try:
+        os.kill(int(pid), signal_number)
+    except OSError:
+        return False
+    return True

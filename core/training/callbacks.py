@@ -1,0 +1,253 @@
+"""Keras callbacks that write a run folder while ``model.fit`` runs.
+
+They are assembled by ``RunContext.callbacks`` (``core.training.trainer``); families never build
+them by hand. Every callback only writes files (no Streamlit, no threads), and the per-batch work
+is a clock read and one ``os.path.exists`` so the job path costs about the same as a bare fit.
+
+* ``MetricsLogger``: appends one ``metrics.csv`` row per epoch (1-based, ``epoch_offset`` added).
+* ``ProgressReporter``: ``status.json`` fields ``epoch``, ``total_epochs``, ``batch``,
+  ``batches_per_epoch``, ``epoch_started_at``; at most one write per ``min_interval_seconds``.
+* ``CancelOnRequest``: stops training after the current batch once ``cancel.request`` exists.
+* ``BestModelSaver``: saves ``model.keras`` whenever ``val_accuracy`` improves.
+* ``ConsoleProgress``: a text progress bar on stderr for ``python -m core.train``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from core import runs
+
+PROGRESS_MIN_INTERVAL_SECONDS = 1.0
+MONITOR = "val_accuracy"
+
+
+def current_learning_rate(model) -> float | None:
+    """Reads the optimizer's current learning rate (schedules included) as a float."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except Exception:  # noqa: BLE001 - an exotic optimizer must not break the metrics row
+        return None
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Appends ``loss, accuracy, val_loss, val_accuracy, learning_rate, epoch_seconds`` per epoch.
+
+    Args:
+        run_dir: the run folder.
+        epoch_offset: epochs already written by earlier stages; the row's epoch is
+            ``epoch_offset + keras_epoch + 1``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, epoch_offset: int = 0):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.epoch_offset = int(epoch_offset)
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {
+            "loss": logs.get("loss"),
+            "accuracy": logs.get("accuracy", logs.get("sparse_categorical_accuracy")),
+            "val_loss": logs.get("val_loss"),
+            "val_accuracy": logs.get("val_accuracy", logs.get("val_sparse_categorical_accuracy")),
+            "learning_rate": current_learning_rate(self.model),
+            "epoch_seconds": round(time.perf_counter() - self._epoch_start, 3),
+        }
+        row = {key: _as_float(value) for key, value in row.items()}
+        row["epoch"] = self.epoch_offset + epoch + 1
+        runs.append_metrics(self.run_dir, row)
+
+
+def _as_float(value):
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class ProgressReporter(keras.callbacks.Callback):
+    """Writes progress within the epoch to ``status.json``, throttled.
+
+    Args:
+        run_dir: the run folder.
+        total_epochs: epochs of the whole run (all stages), shown as "epoch 3 of 20".
+        epoch_offset: epochs done by earlier stages.
+        min_interval_seconds: at most one ``status.json`` write per this many seconds.
+    """
+
+    def __init__(self, run_dir, total_epochs: int, epoch_offset: int = 0,
+                 min_interval_seconds: float = PROGRESS_MIN_INTERVAL_SECONDS):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.total_epochs = int(total_epochs)
+        self.epoch_offset = int(epoch_offset)
+        self.min_interval_seconds = float(min_interval_seconds)
+        self._last_write = 0.0
+        self._epoch = 0
+        self._batches_per_epoch = None
+
+    def _write(self, **fields):
+        self._last_write = time.monotonic()
+        runs.update_status(self.run_dir, **fields)
+
+    def on_train_begin(self, logs=None):
+        self._batches_per_epoch = (self.params or {}).get("steps")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = self.epoch_offset + epoch + 1
+        self._write(epoch=self._epoch, total_epochs=self.total_epochs, batch=0,
+                    batches_per_epoch=self._batches_per_epoch, epoch_started_at=time.time())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self._last_write >= self.min_interval_seconds:
+            self._write(epoch=self._epoch, batch=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write(epoch=self._epoch, batch=self._batches_per_epoch, epochs_done=self._epoch)
+
+
+class CancelOnRequest(keras.callbacks.Callback):
+    """Sets ``model.stop_training`` after the batch during which ``cancel.request`` appeared.
+
+    Args:
+        run_dir: the run folder.
+        on_cancel: called once when the request is seen (the ``RunContext`` records it so the
+            run ends CANCELLED rather than COMPLETED).
+    """
+
+    def __init__(self, run_dir, on_cancel: Callable[[], None] | None = None):
+        super().__init__()
+        self.cancel_path = os.fspath(Path(run_dir) / runs.CANCEL_FILE)
+        self.on_cancel = on_cancel
+        self.cancelled = False
+
+    def _check(self):
+        if not self.cancelled and os.path.exists(self.cancel_path):
+            self.cancelled = True
+            self.model.stop_training = True
+            if self.on_cancel is not None:
+                self.on_cancel()
+        elif self.cancelled:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._check()
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves ``model.keras`` (atomically) whenever ``val_accuracy`` beats the best so far.
+
+    Args:
+        path: where to save, normally ``RUN_DIR/model.keras``.
+        model_to_save: the model to write instead of the one being fitted, e.g. the full
+            composed model when only a bottleneck head is trained; default the fitted model.
+        initial_best: best value reached by earlier stages (from ``metrics.csv``), so a second
+            stage only overwrites the file with something better.
+        monitor: the log key; ``val_accuracy`` (falls back to ``accuracy`` without validation).
+    """
+
+    def __init__(self, path, model_to_save=None, initial_best: float | None = None,
+                 monitor: str = MONITOR):
+        super().__init__()
+        self.path = Path(path)
+        self.model_to_save = model_to_save
+        self.monitor = monitor
+        self.best = -math.inf if initial_best is None or math.isnan(initial_best) else float(initial_best)
+        self.saved_epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None:
+            value = logs.get(self.monitor.removeprefix("val_"))
+        if value is None:
+            return
+        value = float(value)
+        if value > self.best or not self.path.exists():
+            self.best = max(value, self.best)
+            save_model_atomic(self.model_to_save or self.model, self.path)
+            self.saved_epochs += 1
+
+
+def save_model_atomic(model, path) -> None:
+    """Saves a Keras model to a temp file beside ``path`` and renames it, so readers never load
+    half a file."""
+    path = Path(path)
+    temp_path = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        model.save(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+class ConsoleProgress(keras.callbacks.Callback):
+    """A one-line text progress bar per epoch on ``stream`` (stderr), for the CLI.
+
+    Args:
+        total_epochs: epochs of the whole run.
+        epoch_offset: epochs done by earlier stages.
+        stream: where to draw; default ``sys.stderr`` (stdout is kept for the run directory).
+        width: bar width in characters.
+    """
+
+    def __init__(self, total_epochs: int, epoch_offset: int = 0, stream=None, width: int = 30):
+        super().__init__()
+        self.total_epochs = int(total_epochs)
+        self.epoch_offset = int(epoch_offset)
+        self.stream = stream or sys.stderr
+        self.width = int(width)
+        self._steps = None
+        self._epoch = 0
+        self._start = time.perf_counter()
+        self._last_draw = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._steps = (self.params or {}).get("steps")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = self.epoch_offset + epoch + 1
+        self._start = time.perf_counter()
+        self._draw(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last_draw >= 0.2:
+            self._last_draw = now
+            self._draw(batch + 1)
+
+    def _draw(self, done: int, suffix: str = "", end: str = "") -> None:
+        steps = self._steps or 0
+        fraction = done / steps if steps else 0.0
+        filled = int(round(self.width * fraction))
+        bar = "#" * filled + "-" * (self.width - filled)
+        elapsed = time.perf_counter() - self._start
+        self.stream.write(f"\rEpoch {self._epoch}/{self.total_epochs} [{bar}] {done}/{steps or '?'} "
+                          f"{elapsed:5.1f}s{suffix}{end}")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"{key} {float(logs[key]):.4f}" for key in
+                 ("loss", "accuracy", "val_loss", "val_accuracy") if logs.get(key) is not None]
+        self._draw(self._steps or 0, suffix=" - " + ", ".join(parts), end="\n")

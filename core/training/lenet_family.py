@@ -1,0 +1,248 @@
+"""The LeNet-5 model family: ``resolve_config(config)`` and ``train(context)``.
+
+Config keys (CLI option names; every default comes from ``core.models.lenet.PRESETS``):
+
+* ``model`` (``"lenet5"``), ``preset`` (seed | classic | plus), ``dataset`` (default ``gtsrb``),
+  ``epochs``, ``batch_size``, ``optimizer`` (adam | sgd), ``learning_rate``, ``lr_schedule``
+  (constant | cosine | step), ``momentum``;
+* the architecture: ``conv_filters``, ``kernel_size``, ``padding``, ``activation``, ``pooling``,
+  ``batch_norm``, ``multi_scale``, ``dense_units``, ``dropout``, ``random_blur``;
+* ``preprocessing`` and ``augmentation``: specs of ``core.datasets.preprocess`` (merged key by key
+  over the preset's); a top-level ``image_size`` sets ``preprocessing.image_size``;
+* data size (None = all): ``labels_per_class`` (training images per class), ``train_size`` and
+  ``valid_size`` (stratified caps, passed to ``core.datasets.load``; dogs-vs-cats subsample
+  sizes), ``max_test_images`` (a seeded subset of the test split);
+* ``epoch_repeats``: passes over the training set per epoch (fresh augmentation each time);
+* ``seed`` (0) and ``distribute`` (none | mirrored).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.training.config_checks import check_choice, check_int
+from core.models import lenet
+
+MODEL_NAME = "lenet5"
+DEFAULT_DATASET = "gtsrb"
+DATASETS = ("gtsrb", "synthetic-signs", "dogs-vs-cats")
+DISTRIBUTE_OPTIONS = ("none", "mirrored")
+DATA_KEYS = ("labels_per_class", "train_size", "valid_size", "max_test_images")
+GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size")
+# Options of other families that the CLI may pass; LeNet accepts them only when empty.
+FOREIGN_KEYS = ("strategy", "weights")
+ALLOWED_KEYS = frozenset(
+    set(lenet.PRESETS[lenet.DEFAULT_PRESET]) | set(DATA_KEYS) | set(GENERAL_KEYS) | set(FOREIGN_KEYS)
+)
+
+
+
+def _check_number(config: dict, key: str, low: float, high: float, *, high_open: bool = False) -> None:
+    value = config.get(key)
+    valid = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+    if valid:
+        valid = low <= float(value) < high if high_open else low <= float(value) <= high
+    if not valid:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{key} must be a number in [{low}, {high}{bracket}, received {value!r}")
+    config[key] = float(value)
+
+
+
+def _int_list(config: dict, key: str, allow_empty: bool = False) -> None:
+    value = config.get(key)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [int(value)]
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty) or any(
+        isinstance(item, bool) or not isinstance(item, (int, np.integer)) or item < 1 for item in value
+    ):
+        raise ValueError(f"{key} must be a list of positive ints, received {config.get(key)!r}")
+    config[key] = [int(item) for item in value]
+
+
+def resolve_config(config: dict) -> dict:
+    """Fills every default from the preset and validates.
+
+    Args:
+        config: at least ``{"model": "lenet5"}``; any key listed in the module docstring.
+
+    Returns:
+        A new, complete config (what ``config.json`` stores).
+
+    Raises:
+        ValueError: for an unknown key or preset, or a value out of range.
+    """
+    from core.datasets import preprocess
+
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, received {type(config).__name__}")
+    model = config.get("model", MODEL_NAME)
+    if model != MODEL_NAME:
+        raise ValueError(f"the LeNet family trains model {MODEL_NAME!r}, received {model!r}")
+    unknown = sorted(set(config) - ALLOWED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown LeNet setting(s) {unknown}; expected some of {sorted(ALLOWED_KEYS)}")
+    for key in FOREIGN_KEYS:
+        if config.get(key) not in (None, ""):
+            raise ValueError(f"{key} applies to the vgg16 transfer model, not to lenet5; "
+                             f"received {key}={config[key]!r}")
+    preset = config.get("preset") or lenet.DEFAULT_PRESET
+    resolved = lenet.preset_config(preset)
+    resolved.update(model=MODEL_NAME, preset=preset, dataset=DEFAULT_DATASET, seed=0,
+                    distribute="none", **{key: None for key in DATA_KEYS})
+    for key, value in config.items():
+        if key in ("preprocessing", "augmentation"):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(f"{key} must be a dict, received {type(value).__name__}")
+            resolved[key] = {**resolved[key], **value}
+        elif key not in FOREIGN_KEYS and key != "image_size":
+            resolved[key] = value
+    if config.get("image_size") is not None:
+        resolved["preprocessing"]["image_size"] = config["image_size"]
+    resolved["preset"] = preset
+    check_choice(resolved, "dataset", DATASETS)
+    for key in ("epochs", "batch_size", "epoch_repeats"):
+        check_int(resolved, key)
+    check_int(resolved, "seed", minimum=0)
+    for key in DATA_KEYS:
+        check_int(resolved, key, optional=True)
+    check_choice(resolved, "optimizer", lenet.OPTIMIZERS)
+    check_choice(resolved, "lr_schedule", lenet.LR_SCHEDULES)
+    check_choice(resolved, "activation", lenet.ACTIVATIONS)
+    check_choice(resolved, "pooling", lenet.POOLINGS)
+    check_choice(resolved, "padding", lenet.PADDINGS)
+    resolved["distribute"] = resolved.get("distribute") or "none"
+    check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
+    _check_number(resolved, "learning_rate", 1e-8, 10.0)
+    _check_number(resolved, "momentum", 0.0, 1.0, high_open=True)
+    _check_number(resolved, "dropout", 0.0, 1.0, high_open=True)
+    _check_number(resolved, "random_blur", 0.0, 1.0)
+    for key in ("batch_norm", "multi_scale"):
+        if not isinstance(resolved[key], bool):
+            raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")
+    _int_list(resolved, "conv_filters")
+    _int_list(resolved, "dense_units", allow_empty=True)
+    kernel = resolved["kernel_size"]
+    if isinstance(kernel, (list, tuple)):
+        _int_list(resolved, "kernel_size")
+        if len(resolved["kernel_size"]) != len(resolved["conv_filters"]):
+            raise ValueError(f"kernel_size must be one int or one per conv stage "
+                             f"({len(resolved['conv_filters'])}), received {kernel!r}")
+    else:
+        check_int(resolved, "kernel_size")
+    resolved["preprocessing"] = preprocess.resolve_preprocessing(resolved["preprocessing"])
+    resolved["augmentation"] = preprocess.resolve_augmentation(resolved["augmentation"])
+    _check_fits(resolved)
+    return resolved
+
+
+def _check_fits(config: dict) -> None:
+    """Checks that the conv stages leave at least one pixel for the image size."""
+    side = config["preprocessing"]["image_size"]
+    kernels = config["kernel_size"]
+    kernels = kernels if isinstance(kernels, list) else [kernels] * len(config["conv_filters"])
+    for stage, kernel in enumerate(kernels, start=1):
+        if config["padding"] == "valid":
+            side -= kernel - 1
+        side //= 2
+        if side < 1:
+            raise ValueError(
+                f"image_size {config['preprocessing']['image_size']} is too small for "
+                f"{len(kernels)} conv stages with kernel sizes {kernels} (stage {stage} has no "
+                "pixels left); use a larger image_size, padding 'same' or fewer stages"
+            )
+
+
+def _subset(split, limit: int | None, seed: int):
+    """A seeded random subset of at most ``limit`` images of a split (order kept)."""
+    if limit is None or len(split.labels) <= limit:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(split.labels), size=limit, replace=False))
+    split.images = split.images[keep]
+    split.labels = split.labels[keep]
+    split.file_names = [split.file_names[index] for index in keep]
+    return split
+
+
+def load_splits(config: dict, logger=None):
+    """Loads and preprocesses train, val and (where available) test splits for a config.
+
+    Returns:
+        ``(train, val, test)`` as ``core.training.trainer.PreparedSplit`` (test may be None).
+    """
+    from core import datasets
+    from core.training.trainer import prepare_split
+
+    name = config["dataset"]
+    size = config["preprocessing"]["image_size"]
+    seed = config["seed"]
+    common = {"seed": seed}
+    for key in ("train_size", "valid_size"):
+        if config.get(key) is not None:
+            common[key] = config[key]
+    train = datasets.load(name, "train", size, labels_per_class=config.get("labels_per_class"), **common)
+    val = datasets.load(name, "val", size, **common)
+    test = None
+    try:
+        test = _subset(datasets.load(name, "test", size, **common), config.get("max_test_images"), seed)
+    except (ValueError, OSError) as error:  # no test split, or its files are not installed
+        if logger is not None:
+            logger.info("No test split for %s: %s", name, error)
+    spec = config["preprocessing"]
+    return (prepare_split(train, spec), prepare_split(val, spec),
+            prepare_split(test, spec) if test is not None else None)
+
+
+def train(context) -> None:
+    """Loads the data, builds and fits the LeNet, then writes ``results.json``.
+
+    Args:
+        context: a ``core.training.trainer.RunContext``.
+    """
+    import keras
+
+    from core.datasets import preprocess
+
+    config = context.config
+    logger = context.logger
+    logger.info("Loading %s (preset %s)", config["dataset"], config["preset"])
+    train_split, val_split, test_split = load_splits(config, logger)
+    logger.info("Images: %d train, %d val, %s test", len(train_split), len(val_split),
+                len(test_split) if test_split is not None else "no")
+    context.raise_if_cancelled()
+    context.check_batch_size(config["batch_size"])
+    train_split, val_split = context.for_replicas(train_split), context.for_replicas(val_split)
+    class_names = train_split.class_names
+    context.set_class_names(class_names)
+    keras.utils.set_random_seed(config["seed"])
+    batch_size = config["batch_size"]
+    repeats = config["epoch_repeats"]
+    train_images, train_labels = train_split.images, train_split.labels
+    if repeats > 1:  # each copy is augmented afresh in the graph: a larger training set per epoch
+        train_images = np.concatenate([train_images] * repeats)
+        train_labels = np.concatenate([train_labels] * repeats)
+    steps_per_epoch = max(1, math.ceil(len(train_labels) / batch_size))
+    input_shape = tuple(train_split.images.shape[1:])
+    with context.scope():
+        augmentation = preprocess.build_augmentation(config["augmentation"])
+        model = lenet.build_from_config(config, len(class_names), input_shape, augmentation)
+        model.compile(optimizer=lenet.make_optimizer(config, steps_per_epoch),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    logger.info("Model %s: %d parameters, %d steps per epoch", model.name, model.count_params(),
+                steps_per_epoch)
+    epochs = config["epochs"]
+    model.fit(
+        train_images, train_labels,
+        batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+        validation_data=(val_split.images, val_split.labels),
+        callbacks=context.callbacks(epochs),
+    )
+    if context.cancelled:
+        return
+    context.write_results(context.load_best_model(), test_split, val_split,
+                          num_train_images=len(train_split), class_names=class_names)

@@ -1,0 +1,132 @@
+"""Compare page (AppTest) and the comparison charts/exports, on run folders written via core.runs."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core import runs
+from core.charts import compare as charts
+from tests.conftest import run_page
+
+SCRATCH_VAL = (0.50, 0.55, 0.60, 0.62, 0.63)
+TRANSFER_VAL = (0.80, 0.88, 0.90, 0.91, 0.90)
+
+
+def write_fixture_run(config: dict, val_accuracy, *, seconds_per_epoch: float = 2.0,
+                      results: dict | None = None, device: str = "CPU", state: str = runs.COMPLETED,
+                      runs_root=None):
+    """Writes a finished-looking run through core.runs: config, status, metrics, results."""
+    run_dir = runs.create_run(config, runs_root)
+    runs.write_status(run_dir, state=state, device=device, started_at=runs.utc_now())
+    for epoch, value in enumerate(val_accuracy, start=1):
+        runs.append_metrics(run_dir, {"epoch": epoch, "loss": 1.0 / epoch, "accuracy": value + 0.05,
+                                      "val_loss": 1.2 - value, "val_accuracy": value,
+                                      "learning_rate": 1e-4, "epoch_seconds": seconds_per_epoch})
+    runs.write_results(run_dir, {"test_accuracy": None, "num_train_images": 2000,
+                                 "trainable_params": 100, "non_trainable_params": 0, **(results or {})})
+    return run_dir
+
+
+def write_scratch_and_transfer(runs_root=None):
+    """A scratch and a feature-extraction VGG16 run on Dogs vs Cats (the study's pair)."""
+    base = {"model": "vgg16", "dataset": "dogs-vs-cats", "train_size": 2000, "image_size": 224}
+    scratch = write_fixture_run({**base, "strategy": "scratch", "weights": "none"}, SCRATCH_VAL,
+                                seconds_per_epoch=30.0, runs_root=runs_root,
+                                results={"trainable_params": 21_137_986, "non_trainable_params": 0})
+    transfer = write_fixture_run({**base, "strategy": "feature-extraction", "weights": "imagenet"},
+                                 TRANSFER_VAL, seconds_per_epoch=0.5, runs_root=runs_root,
+                                 results={"trainable_params": 6_423_298,
+                                          "non_trainable_params": 14_714_688})
+    return scratch, transfer
+
+
+def test_comparison_table_has_the_per_run_figures():
+    scratch, transfer = write_scratch_and_transfer()
+    summaries = [runs.summarize_run(scratch), runs.summarize_run(transfer)]
+    table = charts.comparison_table(summaries).set_index("run_id")
+    row = table.loc[transfer.name]
+    assert row["kind"] == "transfer" and row["best_val_accuracy"] == pytest.approx(0.91)
+    assert row[charts.EPOCHS_TO_BEST_COLUMN] == 2  # 0.88 >= 0.95 * 0.91
+    assert row["frozen_params"] == 14_714_688 and row["seconds_per_epoch"] == pytest.approx(0.5)
+    assert table.loc[scratch.name, charts.EPOCHS_TO_BEST_COLUMN] == 3  # 0.60 >= 0.95 * 0.63
+    assert table.loc[scratch.name, "total_seconds"] == pytest.approx(150.0)
+    assert charts.default_selection(runs.list_runs()) == [scratch.name, transfer.name]
+    frame = charts.curves_frame({"a": runs.read_metrics(transfer)})
+    assert list(frame["seconds"]) == [0.5, 1.0, 1.5, 2.0, 2.5]
+    csv_text = charts.comparison_csv(table.reset_index(), frame).decode()
+    assert transfer.name in csv_text and "seconds" in csv_text
+
+
+def test_png_export_draws_every_run_in_its_colour():
+    scratch, transfer = write_scratch_and_transfer()
+    png = charts.comparison_png({"scratch": runs.read_metrics(scratch),
+                                 "transfer": runs.read_metrics(transfer)}, "seconds")
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert image.size[0] == 1400
+    colours = {colour for _, colour in image.getcolors(maxcolors=1_000_000)}
+    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # the two curves' colours
+
+
+def test_quadrant_places_runs_and_recommends_the_study_strategies():
+    scratch, transfer = write_scratch_and_transfer()
+    points = charts.quadrant_points([runs.summarize_run(scratch), runs.summarize_run(transfer)])
+    assert set(points["kind"]) == {"scratch", "transfer"}
+    assert (points["similarity"] > 0.5).all() and (points["train_images"] == 2000).all()
+    assert charts.recommended_strategy(2000, 0.85) == "Feature extraction"
+    assert charts.recommended_strategy(39_000, 0.85) == "Fine-tune"
+    assert charts.recommended_strategy(39_000, 0.2) == "Fine-tune everything / scratch"
+    figure = charts.quadrant_figure(points)
+    assert len(figure.data) == 2 and len(figure.layout.shapes) == 4
+
+
+def test_data_efficiency_needs_sweep_runs():
+    write_scratch_and_transfer()
+    assert charts.data_efficiency_frame(runs.list_runs()).empty
+    for size, scratch_acc, transfer_acc in ((100, 0.55, 0.85), (1000, 0.70, 0.93)):
+        common = {"model": "vgg16", "dataset": "dogs-vs-cats", "sweep_id": "s1", "train_size": size}
+        write_fixture_run({**common, "strategy": "scratch"}, [scratch_acc],
+                          results={"num_train_images": size})
+        write_fixture_run({**common, "strategy": "fine-tune"}, [transfer_acc],
+                          results={"num_train_images": size})
+    frame = charts.data_efficiency_frame(runs.list_runs())
+    pivot = frame.pivot_table(index="train_images", columns="kind", values="accuracy")
+    assert list(pivot.index) == [100, 1000]
+    assert (pivot["transfer"] - pivot["scratch"]).tolist() == pytest.approx([0.30, 0.23])
+    assert len(charts.data_efficiency_figure(frame).data) == 2
+
+
+def test_compare_page_without_runs_says_what_to_do():
+    app = run_page("pages/compare.py")
+    assert not app.exception
+    assert "No runs yet" in app.info[0].value
+
+
+def test_compare_page_defaults_to_latest_scratch_and_transfer_and_exports():
+    scratch, transfer = write_scratch_and_transfer()
+    app = run_page("pages/compare.py")
+    assert not app.exception, app.exception
+    selection = app.multiselect(key="compare_selection")
+    assert selection.value == [scratch.name, transfer.name]
+    table = app.dataframe[0].value
+    assert set(table["run_id"]) == {scratch.name, transfer.name}
+    assert table.set_index("run_id").loc[transfer.name, "best_val_accuracy"] == pytest.approx(91.0)
+    assert set(table["device"]) == {"CPU"}
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels == ["Download comparison (CSV)", "Download curves (PNG)"]
+    app.radio(key="compare_x_axis").set_value("seconds").run()
+    assert not app.exception
+    app.multiselect(key="compare_selection").set_value([transfer.name]).run()
+    assert list(app.dataframe[0].value["run_id"]) == [transfer.name]
+
+
+def test_compare_page_honours_the_runs_page_selection():
+    scratch, transfer = write_scratch_and_transfer()
+    other = write_fixture_run({"model": "lenet5", "preset": "seed", "dataset": "gtsrb"}, [0.9, 0.95])
+    app = run_page("pages/compare.py", compare_run_ids=[other.name, scratch.name])
+    assert app.multiselect(key="compare_selection").value == [other.name, scratch.name]
+    assert isinstance(app.dataframe[0].value, pd.DataFrame)
+    assert len(app.dataframe[0].value) == 2

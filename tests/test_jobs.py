@@ -1,0 +1,211 @@
+"""Jobs: real detached workers, a FIFO queue with slots, cancel, and death detection.
+
+Workers are real ``python -m core.worker`` processes training a tiny LeNet on synthetic signs.
+The synthetic images are generated once per test session into a shared data root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core import jobs, runs
+
+TINY_JOB = {
+    "model": "lenet5", "preset": "seed", "dataset": "synthetic-signs", "epochs": 1,
+    "labels_per_class": 2, "valid_size": 43, "max_test_images": 43, "random_blur": 0.0,
+    "augmentation": {"rotation_degrees": 0}, "epoch_repeats": 1,
+}
+# About 0.3 s per epoch: long enough to be caught mid-training, cut short by the tests.
+LONG_JOB = dict(TINY_JOB, epochs=200, labels_per_class=10)
+WAIT_SECONDS = 120
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_root(tmp_path_factory) -> Path:
+    """A data root holding the synthetic-signs cache, generated once per session (about 8 s)."""
+    root = tmp_path_factory.getbasetemp() / "shared-synthetic-data"
+    marker = root / ".generated"
+    if not marker.exists():
+        root.mkdir(exist_ok=True)
+        previous = os.environ.get("TLLAB_DATA_DIR")
+        os.environ["TLLAB_DATA_DIR"] = str(root)
+        try:
+            from core import datasets
+
+            for split in ("train", "val", "test"):
+                datasets.load("synthetic-signs", split)
+        finally:
+            if previous is None:
+                os.environ.pop("TLLAB_DATA_DIR", None)
+            else:
+                os.environ["TLLAB_DATA_DIR"] = previous
+        marker.write_text("ok")
+    return root
+
+
+@pytest.fixture
+def job_env(monkeypatch, synthetic_data_root, isolated_roots):
+    """One slot, fast heartbeats, and the shared synthetic data for the workers."""
+    monkeypatch.setenv("TLLAB_DATA_DIR", str(synthetic_data_root))
+    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "1")
+    monkeypatch.setenv("TLLAB_HEARTBEAT_SECONDS", "0.5")
+    monkeypatch.setenv("TLLAB_HEARTBEAT_TIMEOUT_SECONDS", "30")
+    started: list[str] = []
+    yield {"runs": isolated_roots["runs"], "started": started}
+    for run_id in started:  # never leave a worker behind, whatever the test did
+        jobs.send_signal(run_id, signal.SIGKILL)
+
+
+def wait_until(predicate, timeout: float = WAIT_SECONDS, interval: float = 0.2, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def submit(job_env, config) -> str:
+    run_id = jobs.submit(config)
+    job_env["started"].append(run_id)
+    return run_id
+
+
+def test_submit_returns_at_once_with_a_queued_or_running_run(job_env):
+    slot = jobs.try_acquire_slot(job_env["runs"])  # the test holds the only slot
+    try:
+        started = time.monotonic()
+        run_id = submit(job_env, TINY_JOB)
+        assert time.monotonic() - started < 10
+        state = jobs.status(run_id)
+        assert state["state"] == runs.QUEUED
+        assert jobs.pid_alive(state["pid"])
+        config = runs.read_config(runs.run_path(run_id))
+        assert config["conv_filters"] == [6, 16] and config["batch_size"] == 128  # resolved
+    finally:
+        slot.release()
+        jobs.cancel(run_id)
+
+
+def test_sigkilled_worker_is_marked_failed_with_reason(job_env):
+    run_id = submit(job_env, LONG_JOB)
+    run_dir = runs.run_path(run_id)
+    wait_until(lambda: len(runs.read_metrics(run_dir)) >= 1, what="the first epoch")
+    pid = jobs.status(run_id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    final = wait_until(lambda: (s := jobs.status(run_id))["state"] != runs.RUNNING and s,
+                       timeout=30, what="the dead worker to be noticed")
+    assert time.monotonic() - killed_at < 30
+    assert final["state"] == runs.FAILED
+    assert str(pid) in final["error"] and "exited without finishing" in final["error"]
+    assert len(runs.read_metrics(run_dir)) >= 1  # what was written is kept
+    assert "marked failed" in (run_dir / runs.LOG_FILE).read_text()
+
+
+def test_hung_worker_is_detected_by_its_stale_heartbeat(job_env, monkeypatch):
+    monkeypatch.setenv("TLLAB_HEARTBEAT_TIMEOUT_SECONDS", "2")
+    slot = jobs.try_acquire_slot(job_env["runs"])  # keeps the worker waiting (queued, light)
+    try:
+        run_id = submit(job_env, TINY_JOB)
+        submitted = jobs.status(run_id)
+        pid = submitted["pid"]
+        wait_until(lambda: jobs.status(run_id)["heartbeat"] != submitted["heartbeat"], timeout=20,
+                   what="the worker's own heartbeat")
+        os.kill(pid, signal.SIGSTOP)  # alive but silent, like a hung process
+        try:
+            assert jobs.status(run_id)["state"] == runs.QUEUED
+            final = wait_until(lambda: (s := jobs.status(run_id))["state"] == runs.FAILED and s,
+                               timeout=15, what="the stale heartbeat")
+            assert "no heartbeat" in final["error"] and str(pid) in final["error"]
+        finally:
+            os.kill(pid, signal.SIGKILL)  # kills a stopped process too
+    finally:
+        slot.release()
+
+
+def test_queue_is_fifo_and_cancel_works_queued_and_running(job_env):
+    slot = jobs.try_acquire_slot(job_env["runs"])
+    try:
+        first = submit(job_env, LONG_JOB)
+        second = submit(job_env, TINY_JOB)
+        third = submit(job_env, TINY_JOB)
+        assert [jobs.status(r)["state"] for r in (first, second, third)] == [runs.QUEUED] * 3
+        third_pid = jobs.status(third)["pid"]
+        assert jobs.cancel(third)["state"] == runs.CANCELLED  # queued: cancelled at once
+        wait_until(lambda: not jobs.pid_alive(third_pid), timeout=20, what="the queued worker to exit")
+    finally:
+        slot.release()
+    first_dir = runs.run_path(first)
+    wait_until(lambda: len(runs.read_metrics(first_dir)) >= 1, what="the first job's first epoch")
+    assert jobs.status(second)["state"] == runs.QUEUED  # one slot: the second waits its turn
+    jobs.cancel(first)
+    cancelled = wait_until(lambda: (s := jobs.status(first))["state"] != runs.RUNNING and s,
+                           timeout=60, what="the running job to stop")
+    assert cancelled["state"] == runs.CANCELLED
+    assert (first_dir / runs.MODEL_FILE).exists() and len(runs.read_metrics(first_dir)) >= 1
+    assert len(runs.read_metrics(first_dir)) < LONG_JOB["epochs"]
+    done = wait_until(lambda: (s := jobs.status(second))["state"] in runs.TERMINAL_STATES and s,
+                      what="the second job")
+    assert done["state"] == runs.COMPLETED, done.get("error")
+    assert runs.parse_time(done["started_at"]) >= runs.parse_time(cancelled["ended_at"])
+    assert jobs.status(third)["state"] == runs.CANCELLED
+    results = runs.read_results(runs.run_path(second))
+    assert results["num_test_images"] == 43 and len(results["confusion_matrix"]) == 43
+
+
+def test_max_concurrent_jobs_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "3")
+    assert jobs.max_concurrent_jobs() == 3
+    assert jobs.max_concurrent_jobs(2) == 2
+    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "many")
+    with pytest.raises(ValueError, match="TLLAB_MAX_CONCURRENT_JOBS"):
+        jobs.max_concurrent_jobs()
+    monkeypatch.delenv("TLLAB_MAX_CONCURRENT_JOBS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert jobs.max_concurrent_jobs() == 1  # CPU only: one job at a time
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert jobs.max_concurrent_jobs() == 2
+
+
+def test_slots_pin_one_gpu_each_and_mirrored_takes_all(monkeypatch, isolated_roots):
+    monkeypatch.delenv("TLLAB_MAX_CONCURRENT_JOBS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    first = jobs.try_acquire_slot(isolated_roots["runs"])
+    second = jobs.try_acquire_slot(isolated_roots["runs"])
+    try:
+        assert (first.gpu_ids, second.gpu_ids) == (["2"], ["5"])
+        assert jobs.try_acquire_slot(isolated_roots["runs"]) is None
+    finally:
+        first.release()
+    assert jobs.try_acquire_slot(isolated_roots["runs"], needs_all=True) is None  # one still held
+    second.release()
+    everything = jobs.try_acquire_slot(isolated_roots["runs"], needs_all=True)
+    assert everything.gpu_ids == ["2", "5"] and everything.indices == [0, 1]
+    everything.release()
+
+
+def test_submit_rejects_a_bad_config_before_creating_a_run(isolated_roots):
+    with pytest.raises(ValueError, match="epochs"):
+        jobs.submit({"model": "lenet5", "epochs": 0})
+    with pytest.raises(ValueError, match="Unknown model"):
+        jobs.submit({"model": "alexnet"})
+    assert list(isolated_roots["runs"].iterdir()) == []
+
+
+def test_progress_estimates_eta_from_epoch_times():
+    import pandas as pd
+
+    metrics = pd.DataFrame({"epoch": [1, 2], "epoch_seconds": [12.0, 10.0]})
+    status = {"epoch": 3, "total_epochs": 10, "batch": 50, "batches_per_epoch": 100}
+    summary = jobs.progress(status, metrics)
+    assert summary["epoch_fraction"] == 0.5
+    assert summary["fraction"] == pytest.approx(0.25)
+    assert summary["seconds_per_epoch"] == 10.0
+    assert summary["eta_seconds"] == pytest.approx(75.0)
