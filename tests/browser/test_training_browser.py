@@ -12,7 +12,10 @@ from tests.test_jobs import synthetic_data_root  # noqa: F401 - shared session f
 
 pytestmark = pytest.mark.browser
 
-JOB_TIMEOUT_MS = 240_000  # worker start (TensorFlow import) + synthetic data + 2 tiny epochs
+JOB_TIMEOUT_MS = 240_000  # worker start (TensorFlow import) + synthetic data + tiny epochs
+# Enough tiny epochs (5 images per class) that the job outlasts several 2-s polls of the page even
+# on an idle machine, so the live view (not only the final results) is what the test watches.
+EPOCHS = 20
 
 
 def test_start_a_tiny_job_and_watch_its_curve_appear(page, browser_dirs, synthetic_data_root,
@@ -24,7 +27,7 @@ def test_start_a_tiny_job_and_watch_its_curve_appear(page, browser_dirs, synthet
     before = {summary.run_id for summary in runs.list_runs(browser_dirs["runs"])}
     page.goto(page.app_url("train_lenet"))
     wait_for_text(page, "Start training")
-    page.get_by_role("spinbutton", name="Epochs").fill("2")
+    page.get_by_role("spinbutton", name="Epochs").fill(str(EPOCHS))
     page.get_by_role("spinbutton", name="Training images per class (0 = all)").fill("5")
     page.get_by_role("button", name="Start training").click()
     wait_for_text(page, "Training in progress")
@@ -32,7 +35,7 @@ def test_start_a_tiny_job_and_watch_its_curve_appear(page, browser_dirs, synthet
     assert len(new_runs) == 1
     run_id = new_runs.pop()
     config = runs.read_config(runs.run_path(run_id, browser_dirs["runs"]))
-    assert (config["epochs"], config["labels_per_class"]) == (2, 5)
+    assert (config["epochs"], config["labels_per_class"]) == (EPOCHS, 5)
     try:
         # The fragment polls the run folder: the first epoch's points and caption appear live.
         wait_for_text(page, "epoch(s) done", timeout_ms=JOB_TIMEOUT_MS)
