@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         "epoch_repeats": 1,
     })
     print(f"dataset {dataset}, seed LeNet, {arguments.epochs} epochs, augmentation off", flush=True)
-    train_split, val_split, _ = lenet_family.load_splits(config)
+    train_split, val_split, _ = trainer.load_prepared_splits(config)
     print(f"{len(train_split)} train / {len(val_split)} val images", flush=True)
 
     def bare_fit() -> list[float]:

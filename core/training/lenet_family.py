@@ -38,7 +38,6 @@ ALLOWED_KEYS = frozenset(
 )
 
 
-
 def _check_number(config: dict, key: str, low: float, high: float, *, high_open: bool = False) -> None:
     value = config.get(key)
     valid = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
@@ -48,7 +47,6 @@ def _check_number(config: dict, key: str, low: float, high: float, *, high_open:
         bracket = ")" if high_open else "]"
         raise ValueError(f"{key} must be a number in [{low}, {high}{bracket}, received {value!r}")
     config[key] = float(value)
-
 
 
 def _int_list(config: dict, key: str, allow_empty: bool = False) -> None:
@@ -157,47 +155,6 @@ def _check_fits(config: dict) -> None:
             )
 
 
-def _subset(split, limit: int | None, seed: int):
-    """A seeded random subset of at most ``limit`` images of a split (order kept)."""
-    if limit is None or len(split.labels) <= limit:
-        return split
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(split.labels), size=limit, replace=False))
-    split.images = split.images[keep]
-    split.labels = split.labels[keep]
-    split.file_names = [split.file_names[index] for index in keep]
-    return split
-
-
-def load_splits(config: dict, logger=None):
-    """Loads and preprocesses train, val and (where available) test splits for a config.
-
-    Returns:
-        ``(train, val, test)`` as ``core.training.trainer.PreparedSplit`` (test may be None).
-    """
-    from core import datasets
-    from core.training.trainer import prepare_split
-
-    name = config["dataset"]
-    size = config["preprocessing"]["image_size"]
-    seed = config["seed"]
-    common = {"seed": seed}
-    for key in ("train_size", "valid_size"):
-        if config.get(key) is not None:
-            common[key] = config[key]
-    train = datasets.load(name, "train", size, labels_per_class=config.get("labels_per_class"), **common)
-    val = datasets.load(name, "val", size, **common)
-    test = None
-    try:
-        test = _subset(datasets.load(name, "test", size, **common), config.get("max_test_images"), seed)
-    except (ValueError, OSError) as error:  # no test split, or its files are not installed
-        if logger is not None:
-            logger.info("No test split for %s: %s", name, error)
-    spec = config["preprocessing"]
-    return (prepare_split(train, spec), prepare_split(val, spec),
-            prepare_split(test, spec) if test is not None else None)
-
-
 def train(context) -> None:
     """Loads the data, builds and fits the LeNet, then writes ``results.json``.
 
@@ -207,11 +164,12 @@ def train(context) -> None:
     import keras
 
     from core.datasets import preprocess
+    from core.training.trainer import load_prepared_splits
 
     config = context.config
     logger = context.logger
     logger.info("Loading %s (preset %s)", config["dataset"], config["preset"])
-    train_split, val_split, test_split = load_splits(config, logger)
+    train_split, val_split, test_split = load_prepared_splits(config, logger)
     logger.info("Images: %d train, %d val, %s test", len(train_split), len(val_split),
                 len(test_split) if test_split is not None else "no")
     context.raise_if_cancelled()

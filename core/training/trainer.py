@@ -98,6 +98,54 @@ class PreparedSplit:
         return int(len(self.labels))
 
 
+
+def _subset(split, limit: int | None, seed: int):
+    """A seeded random subset of at most ``limit`` images of a split (order kept)."""
+    if limit is None or len(split.labels) <= limit:
+        return split
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(split.labels), size=limit, replace=False))
+    split.images = split.images[keep]
+    split.labels = split.labels[keep]
+    split.file_names = [split.file_names[index] for index in keep]
+    return split
+
+
+def load_prepared_splits(config: dict, logger=None):
+    """Loads a resolved config's train, val and (where available) test splits, preprocessed.
+
+    Every model family calls this, so all runs select data the same way: ``classes`` and
+    ``train_size``/``valid_size`` (Dogs vs Cats subsample; caps elsewhere) apply to train and
+    val, ``labels_per_class`` to train only, ``classes`` and ``max_test_images`` to test.
+
+    Args:
+        config: a resolved run config (``dataset``, ``seed``, ``preprocessing`` ...).
+        logger: where to note a missing test split.
+
+    Returns:
+        ``(train, val, test)`` as ``PreparedSplit`` (test is None without a test split).
+    """
+    from core import datasets
+
+    name = config["dataset"]
+    size = config["preprocessing"]["image_size"]
+    seed = config["seed"]
+    selection = {"classes": config["classes"]} if config.get("classes") is not None else {}
+    sizes = {key: config[key] for key in ("train_size", "valid_size") if config.get(key) is not None}
+    train = datasets.load(name, "train", size, seed=seed,
+                          labels_per_class=config.get("labels_per_class"), **selection, **sizes)
+    val = datasets.load(name, "val", size, seed=seed, **selection, **sizes)
+    test = None
+    try:
+        test = _subset(datasets.load(name, "test", size, seed=seed, **selection),
+                       config.get("max_test_images"), seed)
+    except (ValueError, OSError) as error:  # no test split, or its files are not installed
+        if logger is not None:
+            logger.info("No test split for %s: %s", name, error)
+    spec = config["preprocessing"]
+    return (prepare_split(train, spec), prepare_split(val, spec),
+            prepare_split(test, spec) if test is not None else None)
+
 def prepare_split(split, preprocessing: dict | None) -> PreparedSplit:
     """Applies a run's preprocessing spec once to a ``DatasetSplit``.
 

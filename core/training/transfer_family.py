@@ -365,8 +365,10 @@ def _load_and_seed(context):
     """
     import keras
 
+    from core.training.trainer import load_prepared_splits
+
     config, logger = context.config, context.logger
-    train_split, val_split, test_split = load_splits(config, logger)
+    train_split, val_split, test_split = load_prepared_splits(config, logger)
     logger.info("Images: %d train, %d val, %s test", len(train_split), len(val_split),
                 len(test_split) if test_split is not None else "no")
     context.raise_if_cancelled()
@@ -374,36 +376,6 @@ def _load_and_seed(context):
     context.set_class_names(class_names)
     keras.utils.set_random_seed(config["seed"])
     return train_split, val_split, test_split, class_names
-
-def load_splits(config: dict, logger=None):
-    """Loads and preprocesses train, val and (where the dataset has one) test splits.
-
-    Returns:
-        ``(train, val, test)`` as ``PreparedSplit`` (test is None without a test split).
-    """
-    from core import datasets
-    from core.training.trainer import prepare_split
-
-    name = config["dataset"]
-    size = config["preprocessing"]["image_size"]
-    common = {"seed": config["seed"]}
-    if config.get("classes") is not None:
-        common["classes"] = config["classes"]
-    for key in ("train_size", "valid_size"):  # Dogs vs Cats subsample; other datasets: caps
-        if config.get(key) is not None:
-            common[key] = config[key]
-    train = datasets.load(name, "train", size, labels_per_class=config.get("labels_per_class"), **common)
-    val = datasets.load(name, "val", size, **common)
-    test = None
-    try:
-        test = datasets.load(name, "test", size, seed=config["seed"],
-                             **({"classes": config["classes"]} if config.get("classes") is not None else {}))
-    except (ValueError, OSError) as error:  # no test split, or not installed
-        if logger is not None:
-            logger.info("No test split for %s: %s", name, error)
-    spec = config["preprocessing"]
-    return (prepare_split(train, spec), prepare_split(val, spec),
-            prepare_split(test, spec) if test is not None else None)
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
