@@ -31,6 +31,9 @@ USER_AGENT = "TransferLearningLab/1.0 (+python urllib)"
 PINS_FILE = "checksums.json"
 SPACE_FACTOR = 2.5  # archive + extracted files + decoded cache, roughly
 DOGS_VARIANTS = ("filtered", "microsoft")
+# What a failed connection's message advises (other callers, e.g. weights, pass their own).
+OFFLINE_IMPORT_HINT = ("without internet, download the file elsewhere and import it with --from "
+                       "(or the Datasets page's import box)")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def check_free_space(folder: Path, needed: int) -> None:
 
 
 def download_file(remote: RemoteFile, destination: Path, progress=None, timeout: float = TIMEOUT_SECONDS,
-                  expected_sha256: str | None = None) -> dict:
+                  expected_sha256: str | None = None, offline_hint: str = OFFLINE_IMPORT_HINT) -> dict:
     """Downloads one file while hashing it, then verifies size and checksums.
 
     Args:
@@ -121,6 +124,7 @@ def download_file(remote: RemoteFile, destination: Path, progress=None, timeout:
         progress: optional ``callback(phase, bytes_done, bytes_total_or_None)``.
         timeout: seconds without data before giving up.
         expected_sha256: a SHA-256 to require besides ``remote.sha256`` (a pinned one).
+        offline_hint: what the message advises when the server cannot be reached.
 
     Returns:
         ``{"size", "md5", "sha256"}`` of the verified file.
@@ -169,8 +173,7 @@ def download_file(remote: RemoteFile, destination: Path, progress=None, timeout:
     except urllib.error.URLError as error:
         destination.unlink(missing_ok=True)
         raise base.DatasetError(
-            f"cannot reach {remote.url} ({error.reason}); without internet, download the file "
-            "elsewhere and import it with --from (or the Datasets page's import box)"
+            f"cannot reach {remote.url} ({error.reason}); {offline_hint}"
         ) from None
     except (socket.timeout, TimeoutError):
         destination.unlink(missing_ok=True)

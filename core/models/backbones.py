@@ -19,8 +19,6 @@ import hashlib
 import os
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -230,6 +228,9 @@ def download_file(url: str, destination: str | os.PathLike, *, expected_md5: str
                   timeout: float = DOWNLOAD_TIMEOUT_SECONDS) -> Path:
     """Downloads ``url`` to ``destination`` through a temp file, checking size and MD5.
 
+    The transfer itself is the datasets' downloader (``core.datasets.download.download_file``),
+    so weights get the same handling of stalls, dropped connections, HTTP errors and full disks.
+
     Args:
         url: where to fetch from (http, https or file URL).
         destination: the final file; written only once the download is complete and verified.
@@ -244,41 +245,23 @@ def download_file(url: str, destination: str | os.PathLike, *, expected_md5: str
     Raises:
         WeightsUnavailableError: on a network error or a size/checksum mismatch.
     """
+    from core.datasets import base as dataset_base
+    from core.datasets import download as dataset_download
+
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
                                          dir=destination.parent)
-    digest = hashlib.md5()
-    done = 0
+    os.close(handle)
+    remote = dataset_download.RemoteFile(url=url, file_name=destination.name, md5=expected_md5,
+                                         size=expected_bytes)
+    report = (lambda phase, done, total: progress(done, total)) if progress else None
     try:
-        with os.fdopen(handle, "wb") as output:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    header = response.headers.get("Content-Length")
-                    total = int(header) if header and header.isdigit() else expected_bytes
-                    if progress:
-                        progress(0, total)
-                    while True:
-                        chunk = response.read(DOWNLOAD_CHUNK_BYTES)
-                        if not chunk:
-                            break
-                        output.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", error)
-                raise WeightsUnavailableError(f"could not download {url}: {reason}") from error
-        if expected_bytes is not None and done != expected_bytes:
-            raise WeightsUnavailableError(
-                f"download of {url} is incomplete: received {done:,} bytes, expected {expected_bytes:,}"
-            )
-        if expected_md5 is not None and digest.hexdigest() != expected_md5:
-            raise WeightsUnavailableError(
-                f"download of {url} is corrupt: MD5 {digest.hexdigest()}, expected {expected_md5}"
-            )
+        dataset_download.download_file(remote, Path(temp_name), progress=report, timeout=timeout,
+                                       offline_hint="the machine looks offline")
         os.replace(temp_name, destination)
+    except dataset_base.DatasetError as error:
+        raise WeightsUnavailableError(str(error)) from error
     finally:
         Path(temp_name).unlink(missing_ok=True)
     return destination
