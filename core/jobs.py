@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import environment, paths, runs
+from core.processes import pid_alive, process_start_ticks  # noqa: F401 - public via core.jobs
 
 MAX_CONCURRENT_JOBS_ENV = "TLLAB_MAX_CONCURRENT_JOBS"
 HEARTBEAT_SECONDS_ENV = "TLLAB_HEARTBEAT_SECONDS"
@@ -151,49 +152,6 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks from ``/proc`` (guards against pid reuse), or None."""
-    try:
-        text = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = text[text.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Tells whether a process exists on this host and is not a zombie.
-
-    Args:
-        pid: the process id.
-        start_ticks: the recorded start time; when given and different, the pid was reused.
-    """
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except (OSError, ValueError, TypeError):
-        return False
-    stat_path = Path(f"/proc/{int(pid)}/stat")
-    try:
-        text = stat_path.read_text()
-    except OSError:
-        return True  # no /proc (macOS): os.kill said it exists
-    state = text[text.rfind(")") + 2:].split()[0]
-    if state in ("Z", "X"):
-        return False
-    if start_ticks is not None:
-        current = process_start_ticks(pid)
-        if current is not None and current != int(start_ticks):
-            return False
-    return True
 
 
 def death_reason(status: dict, timeout: float | None = None) -> str | None:

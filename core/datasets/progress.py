@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core import paths
 from core.datasets import base
+from core.processes import pid_alive
 
 WRITE_INTERVAL_SECONDS = 0.25
 STARTING_GRACE_SECONDS = 60  # a "running" record without pid (process starting) expires after this
@@ -23,21 +24,6 @@ def progress_path(name: str) -> Path:
     """``<root>/.progress/<name>.json``."""
     return paths.data_dir() / base.PROGRESS_FOLDER / f"{base.check_name(name)}.json"
 
-
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (finished child not yet reaped) is not running
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
-            return stream.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def read(name: str) -> dict | None:
@@ -51,7 +37,7 @@ def read(name: str) -> dict | None:
         if pid is None:
             dead = time.time() - float(record.get("updated_at", 0)) > STARTING_GRACE_SECONDS
         else:
-            dead = not _pid_alive(pid)
+            dead = not pid_alive(pid)
         if dead:
             record = dict(record, state="failed",
                           message="the download/import process stopped before finishing "
