@@ -27,12 +27,12 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.files import json_default, write_json_atomic  # write_json_atomic: part of the run store API
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -82,35 +82,6 @@ def parse_time(text: str | None) -> _dt.datetime | None:
         return None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON through a temp file in the same folder and ``os.replace``.
-
-    Args:
-        path: destination file.
-        data: anything ``json.dumps`` accepts.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True, default=_json_default)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    """Converts NumPy scalars/arrays and paths for ``json.dump``."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serialisable")
-
-
 def read_json(path: Path) -> Any:
     """Reads a JSON file, raising ``RunError`` with the file name when it is missing or malformed."""
     path = Path(path)
@@ -152,7 +123,7 @@ def create_run(config: dict, runs_root: str | os.PathLike | None = None) -> Path
         except FileExistsError:
             continue
     with open(run_dir / CONFIG_FILE, "x", encoding="utf-8") as stream:
-        json.dump(config, stream, indent=2, sort_keys=True, default=_json_default)
+        json.dump(config, stream, indent=2, sort_keys=True, default=json_default)
     now = utc_now()
     write_json_atomic(
         run_dir / STATUS_FILE,

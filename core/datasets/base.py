@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core import paths
+from core.files import write_json_atomic  # noqa: F401 - the datasets call it as base.write_json_atomic
 
 DATASET_NAMES = ("gtsrb", "dogs-vs-cats", "synthetic-signs")
 SPLITS = ("train", "val", "test")
@@ -118,18 +119,6 @@ def new_staging_dir(prefix: str) -> Path:
             pass
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=folder))
 
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Writes JSON to ``path`` through a temporary file and a rename (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict | None:

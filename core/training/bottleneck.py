@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from core import paths
+from core.files import write_json_atomic
 
 CACHE_FOLDER = ("cache", "bottleneck")
 FEATURE_DTYPE = "float16"
@@ -152,7 +153,7 @@ def cached_features(key: str, split: str, compute: Callable[[], np.ndarray], lab
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta[split] = {"shape": list(features.shape), "dtype": str(features.dtype),
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _save_text_atomic(meta_path, json.dumps(meta, indent=2))
+    write_json_atomic(meta_path, meta)
     return features, {"hit": False, "seconds": time.perf_counter() - started, "path": str(features_path)}
 
 
@@ -164,11 +165,6 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     finally:
         temp.unlink(missing_ok=True)
 
-
-def _save_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 
 def make_rotating_features(features: np.ndarray, labels: np.ndarray, *, batch_size: int,
