@@ -42,10 +42,6 @@ predicts test accuracy.
 """
 
 
-def human_bytes(size: float) -> str:
-    return download._human(size)
-
-
 def data_version(name: str) -> str:
     """Changes whenever the dataset's manifest or cache changes (a cache key for the page)."""
     folder = base.dataset_dir(name)
@@ -93,7 +89,7 @@ def overview_table() -> pd.DataFrame:
             "dataset": name,
             "title": registry.get_info(name).title,
             "status": details["status"],
-            "on disk": human_bytes(cached_disk_usage(name, version)["total"]),
+            "on disk": download.human_bytes(cached_disk_usage(name, version)["total"]),
             **{split: (f"{sum(counts[split]):,}" if split in counts else "–") for split in base.SPLITS},
         })
     return pd.DataFrame(rows)
@@ -110,7 +106,7 @@ def _progress_text(record: dict | None) -> str:
         return "starting…"
     phase, done, total = record.get("phase", ""), record.get("done", 0), record.get("total")
     if phase.startswith("download"):
-        amount = human_bytes(done) + (f" of {human_bytes(total)}" if total else "")
+        amount = download.human_bytes(done) + (f" of {download.human_bytes(total)}" if total else "")
     else:
         amount = f"{done:,}" + (f" of {total:,}" if total else "")
     return f"{phase}: {amount}"
@@ -150,8 +146,8 @@ def polling_status(name: str) -> None:
 
 def render_metrics(name: str, counts: dict, usage: dict) -> None:
     columns = st.columns(5)
-    columns[0].metric("On disk", human_bytes(usage["total"]),
-                      help=f"{human_bytes(usage['data'])} data + {human_bytes(usage['cache'])} decoded cache")
+    columns[0].metric("On disk", download.human_bytes(usage["total"]),
+                      help=f"{download.human_bytes(usage['data'])} data + {download.human_bytes(usage['cache'])} decoded cache")
     for column, split in zip(columns[1:4], base.SPLITS):
         per_class = counts.get("counts", {}).get(split)
         column.metric(f"{split} images", f"{sum(per_class):,}" if per_class else "–")
@@ -234,14 +230,14 @@ def render_delete(name: str, busy: bool, label: str) -> None:
             st.session_state[confirm_key] = True
             st.rerun()
         return
-    size = human_bytes(registry.disk_usage(name)["total"])
+    size = download.human_bytes(registry.disk_usage(name)["total"])
     st.warning(f"Delete {name} ({size}) from {base.dataset_dir(name)}?")
     yes, no = st.columns(2)
     if yes.button("Yes, delete", key=f"datasets_delete_yes_{name}", type="primary"):
         st.session_state[confirm_key] = False
         try:
             freed = registry.delete(name)
-            st.session_state["datasets_message"] = ("success", f"Deleted {name}: {human_bytes(freed)} freed.")
+            st.session_state["datasets_message"] = ("success", f"Deleted {name}: {download.human_bytes(freed)} freed.")
         except DatasetError as error:
             st.session_state["datasets_message"] = ("error", str(error))
         st.cache_data.clear()

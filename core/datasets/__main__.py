@@ -27,10 +27,6 @@ from core import paths
 from core.datasets import background, base, download, progress, registry
 
 
-def _human(size: float) -> str:
-    return download._human(size)
-
-
 class _ProgressLine:
     """Prints ``phase: done/total`` on stderr, at most a few times a second."""
 
@@ -47,7 +43,7 @@ class _ProgressLine:
             self.stream.write("\n")
         self.phase, self.last = phase, now
         if phase.startswith("download"):
-            amount = f"{_human(done)}" + (f" of {_human(total)} ({100 * done / total:.0f}%)" if total else "")
+            amount = f"{download.human_bytes(done)}" + (f" of {download.human_bytes(total)} ({100 * done / total:.0f}%)" if total else "")
         else:
             amount = f"{done:,}" + (f" of {total:,}" if total else "")
         self.stream.write(f"\r{phase}: {amount}   ")
@@ -106,7 +102,7 @@ def _print_info(name: str, as_json: bool = False) -> None:
         print("SYNTHETIC data: generated on this machine, not real photographs")
     print(f"status: {details['status']}" + (f" ({details['reason']})" if details["reason"] else ""))
     print(f"data root: {paths.data_dir()}")
-    print(f"disk: {_human(usage['data'])} data + {_human(usage['cache'])} decoded cache")
+    print(f"disk: {download.human_bytes(usage['data'])} data + {download.human_bytes(usage['cache'])} decoded cache")
     counts = summary.get("counts", {})
     if not counts:
         print("no images installed")
@@ -147,7 +143,7 @@ def command_info(arguments) -> int:
 
 def command_delete(arguments) -> int:
     freed = registry.delete(arguments.name)
-    print(f"{arguments.name}: deleted, {_human(freed)} freed")
+    print(f"{arguments.name}: deleted, {download.human_bytes(freed)} freed")
     return 0
 
 
@@ -155,7 +151,7 @@ def command_list(arguments) -> int:
     for name in registry.DATASET_NAMES:
         details = registry.status_details(name)
         usage = registry.disk_usage(name)
-        print(f"{name:<16} {details['status']:<12} {_human(usage['total']):>10}  {registry.get_info(name).title}")
+        print(f"{name:<16} {details['status']:<12} {download.human_bytes(usage['total']):>10}  {registry.get_info(name).title}")
     return 0
 
 

@@ -96,7 +96,8 @@ def pin_sha256(url: str, sha256: str, size: int) -> None:
     base.write_json_atomic(pins_path(), pins)
 
 
-def _human(size: float) -> str:
+def human_bytes(size: float) -> str:
+    """A byte count for people: ``512 B``, ``1.5 MB``, ``2.0 GB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -109,8 +110,8 @@ def check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise base.DatasetError(
-            f"not enough free disk space under {folder}: about {_human(needed)} needed, "
-            f"{_human(free)} free; free some space or set TLLAB_DATA_DIR to a larger disk"
+            f"not enough free disk space under {folder}: about {human_bytes(needed)} needed, "
+            f"{human_bytes(free)} free; free some space or set TLLAB_DATA_DIR to a larger disk"
         )
 
 
@@ -161,8 +162,8 @@ def download_file(remote: RemoteFile, destination: Path, progress=None, timeout:
                         progress(phase, done, total)
         if header and header.isdigit() and done != int(header):
             raise base.DatasetError(
-                f"the connection dropped while downloading {remote.url}: received {_human(done)} of "
-                f"{_human(int(header))}; nothing was installed, try again"
+                f"the connection dropped while downloading {remote.url}: received {human_bytes(done)} of "
+                f"{human_bytes(int(header))}; nothing was installed, try again"
             )
     except base.DatasetError:
         destination.unlink(missing_ok=True)
@@ -178,13 +179,13 @@ def download_file(remote: RemoteFile, destination: Path, progress=None, timeout:
     except (socket.timeout, TimeoutError):
         destination.unlink(missing_ok=True)
         raise base.DatasetError(
-            f"the download of {remote.url} stalled for {timeout:.0f} s after {_human(done)}; "
+            f"the download of {remote.url} stalled for {timeout:.0f} s after {human_bytes(done)}; "
             "nothing was installed, try again"
         ) from None
     except (OSError, http.client.HTTPException) as error:
         destination.unlink(missing_ok=True)
         raise base.DatasetError(
-            f"the connection dropped while downloading {remote.url} after {_human(done)} "
+            f"the connection dropped while downloading {remote.url} after {human_bytes(done)} "
             f"({type(error).__name__}: {error}); nothing was installed, try again"
         ) from None
     result = {"size": done, "md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
