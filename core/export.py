@@ -221,19 +221,18 @@ def _representative_images(run_dir: Path, count: int) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def validation_images(run_dir: str | os.PathLike, count: int = DEFAULT_VALIDATION_IMAGES):
-    """The first ``count`` validation images of a run's dataset, preprocessed as the run was.
+def validation_raw_images(run_dir: str | os.PathLike, count: int = DEFAULT_VALIDATION_IMAGES):
+    """``count`` evenly spaced validation images of a run's dataset, before preprocessing.
 
     Args:
         run_dir: a run folder or id.
         count: how many images at most.
 
     Returns:
-        ``(images, labels)``: uint8 (N, S, S, C) images as ``Predictor.preprocess`` makes them
-        and int64 labels.
+        ``(images, labels)``: a list of uint8 RGB arrays as the dataset stores them (what a
+        user would hand to ``Predictor.predict``) and int64 labels.
     """
     from core import datasets
-    from core.datasets.preprocess import apply_preprocessing
 
     if int(count) < 1:
         raise ValueError(f"count must be at least 1, received {count!r}")
@@ -243,10 +242,26 @@ def validation_images(run_dir: str | os.PathLike, count: int = DEFAULT_VALIDATIO
     sizes = {key: config[key] for key in ("train_size", "valid_size") if config.get(key) is not None}
     split = datasets.load(config["dataset"], "val", spec.get("image_size"),
                           seed=config.get("seed", 0), **selection, **sizes)
-    images = np.asarray(apply_preprocessing(list(split.images[:count]), spec))
+    # Evenly spaced, so that a split stored class by class still gives every class a share.
+    chosen = np.unique(np.linspace(0, len(split.images) - 1, min(int(count), len(split.images)))
+                       .round().astype(int))
+    return [np.asarray(split.images[index]) for index in chosen], np.asarray(split.labels)[chosen]
+
+
+def validation_images(run_dir: str | os.PathLike, count: int = DEFAULT_VALIDATION_IMAGES):
+    """Like ``validation_raw_images``, preprocessed as the run was (``Predictor.preprocess``).
+
+    Returns:
+        ``(images, labels)``: uint8 (N, S, S, C) images and int64 labels.
+    """
+    from core.datasets.preprocess import apply_preprocessing
+
+    raw, labels = validation_raw_images(run_dir, count)
+    config = runs.read_config(runs.run_path(run_dir))
+    images = np.asarray(apply_preprocessing(raw, config.get("preprocessing") or {}))
     if images.ndim == 3:
         images = images[..., None]
-    return images, np.asarray(split.labels[:count])
+    return images, labels
 
 
 def _tflite_bytes(model, quantize: str, calibration: np.ndarray | None) -> bytes:
