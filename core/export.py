@@ -337,15 +337,14 @@ def export_model(run_dir: str | os.PathLike, format: str = "keras", *, quantize:
     return output
 
 
-def tflite_predict(model_path_or_bytes, images: np.ndarray) -> np.ndarray:
-    """Runs a TFLite model on preprocessed images, one at a time.
+def tflite_runner(model_path_or_bytes):
+    """A TFLite interpreter loaded once, as a function of preprocessed images.
 
     Args:
         model_path_or_bytes: a ``.tflite`` path or its bytes.
-        images: (N, S, S, C) uint8-valued images.
 
     Returns:
-        (N, num_classes) float32 outputs.
+        ``predict(images) -> (N, num_classes) float32``, running images one at a time.
     """
     import tensorflow as tf
 
@@ -356,12 +355,29 @@ def tflite_predict(model_path_or_bytes, images: np.ndarray) -> np.ndarray:
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    outputs = []
-    for image in np.asarray(images):
-        interpreter.set_tensor(input_detail["index"], image[None].astype(input_detail["dtype"]))
-        interpreter.invoke()
-        outputs.append(np.asarray(interpreter.get_tensor(output_detail["index"])[0], np.float32))
-    return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        outputs = []
+        for image in np.asarray(images):
+            interpreter.set_tensor(input_detail["index"], image[None].astype(input_detail["dtype"]))
+            interpreter.invoke()
+            outputs.append(np.asarray(interpreter.get_tensor(output_detail["index"])[0], np.float32))
+        return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    return predict
+
+
+def tflite_predict(model_path_or_bytes, images: np.ndarray) -> np.ndarray:
+    """Runs a TFLite model on preprocessed images (see ``tflite_runner``).
+
+    Args:
+        model_path_or_bytes: a ``.tflite`` path or its bytes.
+        images: (N, S, S, C) uint8-valued images.
+
+    Returns:
+        (N, num_classes) float32 outputs.
+    """
+    return tflite_runner(model_path_or_bytes)(images)
 
 
 @dataclass
@@ -444,8 +460,9 @@ def measure_export(run_dir: str | os.PathLike, format: str = "keras", *, quantiz
             lambda image: loaded.serve(tf.constant(image[None].astype(np.float32))), images[0])
         download = zip_folder(path, path.with_suffix(".zip"))
     else:
-        outputs = tflite_predict(path, images)
-        latency = _median_latency_ms(lambda image: tflite_predict(path, image[None]), images[0])
+        predict = tflite_runner(path)
+        outputs = predict(images)
+        latency = _median_latency_ms(lambda image: predict(image[None]), images[0])
         download = path
     agreement = float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
     return ExportMeasurement(format, quantize, Path(download), Path(download).stat().st_size,

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import jobs, runs
 from ui import common
+from ui.export import export_panel
 from ui import training as training_ui
 
 KEY = "runs"
@@ -68,6 +69,7 @@ def run_actions(summary) -> None:
             file_name=f"{summary.run_id}.keras", mime="application/octet-stream",
             key=f"{KEY}_download", icon=":material/download:", on_click="ignore",
         )
+    export_panel(run_dir, KEY)
     active = summary.state in jobs.ACTIVE_STATES
     if columns[2].button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
                          help="Cancel the run first" if active else "Deletes the whole run folder"):
