@@ -32,6 +32,7 @@ def main() -> int:
     from core.datasets import cache, registry, synthetic_signs
 
     temporary = None
+    failures = []
     if registry.status("gtsrb") != "ready":
         if not SHARED_ZIP.exists():
             print(f"SKIP: GTSRB is not installed and {SHARED_ZIP} is absent")
@@ -58,13 +59,19 @@ def main() -> int:
         print(f"first load (decode {len(first):,} .ppm files, cache cleared): {first_seconds:.2f} s")
         print(f"second load (disk cache, median of {CACHED_REPEATS}): {second_seconds:.3f} s")
         print(f"ratio: {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x) {'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
+        if ratio < TARGET_RATIO:
+            failures.append(f"GTSRB cache ratio {ratio:.1f}x < {TARGET_RATIO:.0f}x")
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
     seconds = synthetic_signs.timed_generation(200)
     print(f"synthetic signs: 43 x 200 images generated in {seconds:.1f} s "
           f"(target < {SYNTHETIC_TARGET_SECONDS:.0f} s) {'OK' if seconds < SYNTHETIC_TARGET_SECONDS else 'SLOW'}")
-    return 0
+    if seconds >= SYNTHETIC_TARGET_SECONDS:
+        failures.append(f"synthetic generation {seconds:.1f} s >= {SYNTHETIC_TARGET_SECONDS:.0f} s")
+    for failure in failures:
+        print(f"MISSED TARGET: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -168,6 +168,17 @@ def report(result: dict, target_ms: float) -> str:
     )
 
 
+def missed_targets(result: dict, target_ms: float) -> list[str]:
+    """The targets ``result`` misses, as lines for the summary (empty when all are met)."""
+    missed = []
+    if result["single_predictor_ms"] > target_ms:
+        missed.append(f"{result['model']}: one image {result['single_predictor_ms']:.2f} ms "
+                      f"> {target_ms:g} ms")
+    if result["batch_ratio"] > RATIO_TARGET:
+        missed.append(f"{result['model']}: batch ratio {result['batch_ratio']:.2f} > {RATIO_TARGET}")
+    return missed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         lenet = bench_model("LeNet-5 seed (32x32, 43 classes)", make_lenet_run(runs_root),
                             48, arguments.repeats, arguments.batch)
         print(report(lenet, LENET_TARGET_MS), flush=True)
+        missed = missed_targets(lenet, LENET_TARGET_MS)
         if not arguments.skip_vgg:
             vgg_run = make_vgg16_run(runs_root)
             for precision in ("float32", "auto"):
@@ -191,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                                   300, max(5, arguments.repeats // 3), min(8, arguments.batch),
                                   precision=precision)
                 print(report(vgg, VGG16_TARGET_MS), flush=True)
-    return 0
+                missed += missed_targets(vgg, VGG16_TARGET_MS)
+    for line in missed:
+        print(f"MISSED TARGET: {line}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
