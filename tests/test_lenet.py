@@ -51,12 +51,6 @@ def test_plus_preset_has_batch_norm_and_multi_scale_features():
     assert model.output_shape == (None, 43)
 
 
-def test_reference_curve_is_the_studys():
-    assert len(lenet.REFERENCE_VAL_ACCURACY) == 20
-    assert lenet.REFERENCE_VAL_ACCURACY[0] == 0.686 and lenet.REFERENCE_VAL_ACCURACY[-1] == 0.968
-    assert max(lenet.REFERENCE_VAL_ACCURACY) == 0.970
-
-
 def test_random_blur_blurs_only_in_training_and_survives_safe_mode_saving(tmp_path):
     import keras
 
