@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import paths
+from core import files, paths
 from core.files import json_default, write_json_atomic  # write_json_atomic: part of the run store API
 
 CONFIG_FILE = "config.json"
@@ -83,14 +83,15 @@ def parse_time(text: str | None) -> _dt.datetime | None:
 
 
 def read_json(path: Path) -> Any:
-    """Reads a JSON file, raising ``RunError`` with the file name when it is missing or malformed."""
+    """``core.files.read_json`` for run files: a missing or malformed file raises ``RunError``
+    (a ``ValueError``) naming the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return files.read_json(path)
     except FileNotFoundError as error:
         raise RunError(f"{path.name} is missing in {path.parent}") from error
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path.name} in {path.parent} is not valid JSON: {error}") from error
+    except ValueError as error:
+        raise RunError(str(error)) from error
 
 
 def new_run_id(config: dict) -> str:

@@ -14,7 +14,6 @@ Layout under the data root (``core.paths.data_dir()``, i.e. ``$TLLAB_DATA_DIR``)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import paths
+from core import files, paths
 from core.files import write_json_atomic  # noqa: F401 - the datasets call it as base.write_json_atomic
 
 DATASET_NAMES = ("gtsrb", "dogs-vs-cats", "synthetic-signs")
@@ -122,10 +121,10 @@ def new_staging_dir(prefix: str) -> Path:
 
 
 def read_json(path: Path) -> dict | None:
-    """Reads a JSON object; ``None`` when the file is missing or unreadable."""
+    """A JSON object read by ``core.files.read_json``; ``None`` when the file is missing,
+    unreadable or not an object (dataset records are rebuilt then)."""
     try:
-        with open(path, encoding="utf-8") as stream:
-            payload = json.load(stream)
+        payload = files.read_json(path)
     except (OSError, ValueError):
         return None
     return payload if isinstance(payload, dict) else None

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from core.datasets import base
+from core.files import write_atomic
 
 CACHE_FORMAT_VERSION = 2
 CACHE_SUFFIX = ".npz"
@@ -67,17 +66,6 @@ def load(path: Path) -> dict[str, np.ndarray] | None:
     return entry
 
 
-def _write_atomic(path: Path, writer) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            writer(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save(path: Path, images: np.ndarray, **arrays: np.ndarray) -> None:
     """Writes a cache entry atomically (temporary files, then renames; the ``.npz`` last).
 
@@ -86,8 +74,8 @@ def save(path: Path, images: np.ndarray, **arrays: np.ndarray) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(_images_path(path), lambda stream: np.save(stream, images, allow_pickle=False))
-        _write_atomic(path, lambda stream: np.savez(stream, **arrays))
+        write_atomic(_images_path(path), lambda temp: np.save(temp, images, allow_pickle=False))
+        write_atomic(path, lambda temp: np.savez(temp, **arrays))
     except OSError:
         path.unlink(missing_ok=True)
         _images_path(path).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from core import paths
-from core.files import write_json_atomic
+from core.files import write_atomic, write_json_atomic
 
 CACHE_FOLDER = ("cache", "bottleneck")
 FEATURE_DTYPE = "float16"
@@ -147,24 +147,14 @@ def cached_features(key: str, split: str, compute: Callable[[], np.ndarray], lab
         raise ValueError(
             f"computed features must be (K, N, ...) with N = {len(labels)}, received {features.shape}"
         )
-    _save_atomic(features_path, features)
-    _save_atomic(labels_path, labels)
+    write_atomic(features_path, lambda temp: np.save(temp, np.ascontiguousarray(features)))
+    write_atomic(labels_path, lambda temp: np.save(temp, np.ascontiguousarray(labels)))
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta[split] = {"shape": list(features.shape), "dtype": str(features.dtype),
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(meta_path, meta)
     return features, {"hit": False, "seconds": time.perf_counter() - started, "path": str(features_path)}
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    try:
-        np.save(temp, np.ascontiguousarray(array))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
 
 
 def make_rotating_features(features: np.ndarray, labels: np.ndarray, *, batch_size: int,

@@ -24,6 +24,7 @@ from typing import Callable
 import keras
 
 from core import runs
+from core.files import write_atomic
 
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 MONITOR = "val_accuracy"
@@ -190,15 +191,9 @@ class BestModelSaver(keras.callbacks.Callback):
 
 
 def save_model_atomic(model, path) -> None:
-    """Saves a Keras model to a temp file beside ``path`` and renames it, so readers never load
-    half a file."""
-    path = Path(path)
-    temp_path = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        model.save(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
+    """Saves a Keras model through ``core.files.write_atomic``, so readers never load half a
+    file."""
+    write_atomic(Path(path), model.save)
 
 
 class ConsoleProgress(keras.callbacks.Callback):
