@@ -10,6 +10,7 @@ from core.datasets import base
 
 
 def test_write_atomic_keeps_the_suffix_for_np_save_and_leaves_no_temp_file(tmp_path):
+    tmp_path = tmp_path / "folder"
     target = tmp_path / "features.npy"
     files.write_atomic(target, lambda temp: np.save(temp, np.arange(3)))
     np.testing.assert_array_equal(np.load(target), [0, 1, 2])
@@ -17,6 +18,7 @@ def test_write_atomic_keeps_the_suffix_for_np_save_and_leaves_no_temp_file(tmp_p
 
 
 def test_a_failing_writer_keeps_the_old_file_and_removes_its_temp_file(tmp_path):
+    tmp_path = tmp_path / "folder"
     target = tmp_path / "status.json"
     files.write_json_atomic(target, {"state": "running"})
 
