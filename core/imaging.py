@@ -9,11 +9,8 @@ CMYK, palette with transparency, RGBA/LA, grayscale, bilevel) to 8-bit RGB the s
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tomllib
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,9 +25,9 @@ UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "ppm", "pgm", "pbm", "webp", "bmp", "
 FORMATS_TEXT = "JPEG, PNG, PPM, WebP, BMP or GIF"
 # Transparent pixels are composited over this background.
 BACKGROUND_RGB = (255, 255, 255)
-# Streamlit's own default when config.toml does not set server.maxUploadSize (megabytes).
-STREAMLIT_DEFAULT_MAX_UPLOAD_MB = 200
-STREAMLIT_CONFIG_PATH = Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml"
+# Upload limit when the caller passes none: Streamlit's own default server.maxUploadSize (200 MB).
+# The app passes its configured limit in (``ui.common.max_upload_bytes`` reads st.get_option).
+DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 # Exceptions Pillow raises while parsing or decoding damaged files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
@@ -50,32 +47,6 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def max_upload_megabytes(config_path: str | os.PathLike | None = None) -> int:
-    """Reads ``server.maxUploadSize`` (megabytes) from ``.streamlit/config.toml`` without Streamlit.
-
-    Args:
-        config_path: the TOML file; default the repository's ``.streamlit/config.toml``.
-
-    Returns:
-        The limit in megabytes; Streamlit's default (200) when the file or key is absent or invalid.
-    """
-    path = Path(config_path) if config_path is not None else STREAMLIT_CONFIG_PATH
-    try:
-        with open(path, "rb") as stream:
-            config = tomllib.load(stream)
-    except (OSError, tomllib.TOMLDecodeError):
-        return STREAMLIT_DEFAULT_MAX_UPLOAD_MB
-    value = config.get("server", {}).get("maxUploadSize", STREAMLIT_DEFAULT_MAX_UPLOAD_MB)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return STREAMLIT_DEFAULT_MAX_UPLOAD_MB
-    return value
-
-
-def max_upload_bytes(config_path: str | os.PathLike | None = None) -> int:
-    """``max_upload_megabytes`` in bytes (Streamlit counts a megabyte as 1024 * 1024 bytes)."""
-    return max_upload_megabytes(config_path) * 1024 * 1024
-
-
 def format_size(num_bytes: int) -> str:
     """Formats a byte count for humans, e.g. ``"12.3 MB"`` or ``"812 bytes"``."""
     if num_bytes < 1024:
@@ -90,19 +61,19 @@ def file_too_large_message(num_bytes: int, max_bytes: int | None = None) -> str:
 
     Args:
         num_bytes: the file's size.
-        max_bytes: the limit; default ``max_upload_bytes()``.
+        max_bytes: the limit; default ``DEFAULT_MAX_UPLOAD_BYTES``.
 
     Returns:
         A sentence naming both sizes and where the limit is set.
     """
-    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    limit = DEFAULT_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     return (f"The file is {format_size(num_bytes)}, larger than the {format_size(limit)} upload "
             f"limit (server.maxUploadSize in .streamlit/config.toml). Use a smaller image.")
 
 
 def check_upload_size(num_bytes: int, max_bytes: int | None = None) -> None:
     """Raises ``ImageError`` (reason ``"too_large"``) when ``num_bytes`` exceeds the upload limit."""
-    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    limit = DEFAULT_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     if num_bytes > limit:
         raise ImageError(file_too_large_message(num_bytes, limit), reason="too_large")
 
@@ -128,7 +99,8 @@ def read_image(data, *, max_bytes: int | None = None,
 
     Args:
         data: the file's bytes (or a file-like object such as Streamlit's ``UploadedFile``).
-        max_bytes: refuse larger files; default ``server.maxUploadSize`` from config.toml.
+        max_bytes: refuse larger files; default ``DEFAULT_MAX_UPLOAD_BYTES`` (the app passes
+            its ``server.maxUploadSize``, read in ``ui.common``).
         max_pixels: refuse images with more pixels (decompression bombs); default
             ``MAX_IMAGE_PIXELS``.
 

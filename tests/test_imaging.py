@@ -245,24 +245,25 @@ def test_wrong_type_is_refused():
         read_image(12345)
 
 
-# --- upload limit from config.toml --------------------------------------------------------------
+# --- upload limit: passed in by the app (ui.common reads server.maxUploadSize) -----------------
 
-def test_max_upload_size_is_read_from_the_repository_config():
-    import tomllib
+def test_upload_limit_defaults_to_streamlits_and_a_passed_limit_wins():
+    assert imaging.DEFAULT_MAX_UPLOAD_BYTES == 200 * 1024 * 1024
+    imaging.check_upload_size(imaging.DEFAULT_MAX_UPLOAD_BYTES)  # exactly the limit is fine
+    with pytest.raises(ImageError, match="larger than the 200.0 MB upload limit"):
+        imaging.check_upload_size(imaging.DEFAULT_MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(ImageError, match="larger than the 1.0 MB upload limit"):
+        imaging.check_upload_size(1024 * 1024 + 1, max_bytes=1024 * 1024)
 
-    configured = tomllib.loads(imaging.STREAMLIT_CONFIG_PATH.read_text())["server"]["maxUploadSize"]
-    assert imaging.max_upload_megabytes() == configured
-    assert imaging.max_upload_bytes() == configured * 1024 * 1024
 
+def test_ui_reads_the_configured_upload_limit_from_streamlit(monkeypatch):
+    import streamlit as st
 
-def test_max_upload_size_defaults_when_absent_or_invalid(tmp_path):
-    assert imaging.max_upload_megabytes(tmp_path / "missing.toml") == 200
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[server]\nmaxUploadSize = 'big'\n")
-    assert imaging.max_upload_megabytes(bad) == 200
-    good = tmp_path / "good.toml"
-    good.write_text("[server]\nmaxUploadSize = 7\n")
-    assert imaging.max_upload_megabytes(good) == 7
+    from ui import common
+
+    monkeypatch.setattr(st, "get_option", lambda name: {"server.maxUploadSize": 7}[name])
+    assert common.max_upload_megabytes() == 7
+    assert common.max_upload_bytes() == 7 * 1024 * 1024
 
 
 def test_file_too_large_message_names_both_sizes():

@@ -18,6 +18,7 @@ import streamlit as st
 from core import imaging, jobs, runs
 from core.charts import classify as charts
 from core.inference import ImageError, Predictor, read_image
+from ui import common
 from core.predictor import (PredictorError, format_probability, guess_label, model_mtime,
                             prediction_table, score_table, top_k_from_probabilities)
 
@@ -245,7 +246,7 @@ def decode_uploads(files) -> list[tuple[str, Any]]:
     decoded = []
     for uploaded in files or []:
         try:
-            decoded.append((uploaded.name, read_image(uploaded.getvalue())))
+            decoded.append((uploaded.name, read_image(uploaded.getvalue(), max_bytes=common.max_upload_bytes())))
         except ImageError as error:
             st.error(f"**{uploaded.name}**: {error}", icon=":material/broken_image:")
         except Exception as error:  # noqa: BLE001 - whatever Pillow does, the page goes on
@@ -257,7 +258,7 @@ def decode_uploads(files) -> list[tuple[str, Any]]:
 
 def upload_caption() -> str:
     """The formats and the size limit, for the upload widgets' help."""
-    return (f"{imaging.FORMATS_TEXT}; up to {imaging.max_upload_megabytes()} MB per file "
+    return (f"{imaging.FORMATS_TEXT}; up to {common.max_upload_megabytes()} MB per file "
             f"(server.maxUploadSize) and {imaging.MAX_IMAGE_PIXELS / 1e6:g} megapixels.")
 
 

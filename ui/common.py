@@ -52,9 +52,14 @@ def page_header(title: str, intro: str | None = None) -> None:
         st.markdown(intro)
 
 
-def coming_next(what: str) -> None:
-    """Marks a part of a page that a later release fills in."""
-    st.info(f"Coming next: {what}", icon=":material/construction:")
+def max_upload_megabytes() -> int:
+    """The server's upload limit, ``server.maxUploadSize`` (megabytes, from .streamlit/config.toml)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def max_upload_bytes() -> int:
+    """``max_upload_megabytes`` in bytes (Streamlit counts a megabyte as 1024 * 1024 bytes)."""
+    return max_upload_megabytes() * 1024 * 1024
 
 
 @st.cache_resource(show_spinner="Inspecting the machine…")
