@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import imaging
-from core.predictor import best_runs_by_dataset, finished_runs, run_label
+from core.charts.classify import best_runs_by_dataset, finished_runs, run_label
 from ui import classify as classify_ui
 from ui import common
 

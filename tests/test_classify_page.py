@@ -11,7 +11,7 @@ from PIL import Image
 
 from core import runs
 from core.inference import Predictor, read_image
-from core.predictor import format_probability
+from core.charts.classify import format_probability
 from tests.conftest import run_page
 
 PAGE = "pages/classify.py"

@@ -218,7 +218,7 @@ def test_precision_auto_keeps_small_models_in_float32_and_bfloat16_stays_close(i
 
 
 def test_guess_label_from_file_names():
-    from core.predictor import guess_label
+    from core.charts.classify import guess_label
 
     names = ["cat", "dog", "Speed limit (30km/h)", "Stop"]
     assert guess_label("cat.12.jpg", names) == "cat"
@@ -230,7 +230,7 @@ def test_guess_label_from_file_names():
 
 
 def test_prediction_table_and_accuracy_over_labelled_rows():
-    from core.predictor import prediction_table, score_table
+    from core.charts.classify import prediction_table, score_table
 
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     table = prediction_table(["a.jpg", "b.jpg", "c.jpg"], probabilities, ["cat", "dog"],
@@ -245,7 +245,7 @@ def test_prediction_table_and_accuracy_over_labelled_rows():
 
 
 def test_best_run_per_dataset_prefers_test_then_validation_accuracy(isolated_roots):
-    from core.predictor import best_runs_by_dataset, finished_runs, run_score
+    from core.charts.classify import best_runs_by_dataset, finished_runs, run_score
 
     def finished(dataset, val_accuracy, test_accuracy=None):
         run_dir = runs.create_run({"model": "lenet5", "dataset": dataset}, isolated_roots["runs"])

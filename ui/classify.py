@@ -19,8 +19,8 @@ from core import imaging, jobs, runs
 from core.charts import classify as charts
 from core.inference import ImageError, Predictor, read_image
 from ui import common
-from core.predictor import (PredictorError, format_probability, guess_label, model_mtime,
-                            prediction_table, score_table, top_k_from_probabilities)
+from core.charts.classify import format_probability, guess_label, prediction_table, score_table
+from core.predictor import PredictorError, model_mtime, top_k_from_probabilities
 
 LOGGER = logging.getLogger(__name__)
 

@@ -149,7 +149,7 @@ def trained_runs(browser_dirs, tmp_path_factory):
 
 def _expected_top1(run_dir: Path, data: bytes) -> tuple[str, str]:
     from core.inference import Predictor, read_image
-    from core.predictor import format_probability
+    from core.charts.classify import format_probability
 
     top = Predictor.from_run(run_dir).top_k([read_image(data)], k=1)[0][0]
     return top["class_name"], format_probability(top["probability"])
