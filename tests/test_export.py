@@ -220,3 +220,23 @@ def test_export_rejects_quantising_a_keras_file_before_loading_anything(isolated
         export.export_model(run_dir, "keras", quantize="int8")
     with pytest.raises(ValueError, match="format must be one of"):
         export.export_model(run_dir, "onnx")
+
+
+def test_lenet_transfer_graph_exports_like_its_source():
+    """lenet5-transfer models are a cloned source LeNet with a new classifier (see the transfer
+    family); the export drops the same training-only layers and keeps the outputs."""
+    from core.datasets.preprocess import build_augmentation
+    from core.models import lenet
+
+    config = lenet.preset_config("seed")
+    source = lenet.build_from_config(config, 43, (32, 32, 1),
+                                     build_augmentation(config["augmentation"]))
+    clone = keras.models.clone_model(source)
+    outputs = keras.layers.Dense(5, activation="softmax", name="predictions")(clone.layers[-1].input)
+    model = keras.Model(clone.inputs, outputs, name="lenet5_seed_transfer")
+    exported = export.inference_model(model)
+    kinds = {type(layer).__name__ for layer in exported.layers}
+    assert not kinds & {"Sequential", "RandomGaussianBlur", "RandomRotation", "Dropout"}
+    images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(exported.predict_on_batch(images), model.predict_on_batch(images),
+                               atol=1e-6, rtol=0)
