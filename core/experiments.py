@@ -189,8 +189,9 @@ def submit_few_shot(source: str, labels_per_class: int, runs_root=None, **option
         source_dir = runs.run_path(jobs.submit(source_config(source, seed=options.get("seed", 0)),
                                                runs_root), runs_root)
     scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
-    scratch_id = jobs.submit(scratch, runs_root)
-    transfer_id = jobs.submit(transfer, runs_root)
+    # Both copy the source's architecture: the queue holds them until the source completes.
+    scratch_id = jobs.submit({**scratch, jobs.DEPENDS_ON_KEY: [source_dir.name]}, runs_root)
+    transfer_id = jobs.submit({**transfer, jobs.DEPENDS_ON_KEY: [source_dir.name]}, runs_root)
     return {"source": source_dir.name, "source_reused": reused, "scratch": scratch_id,
             "transfer": transfer_id}
 

@@ -136,9 +136,9 @@ def tiny_gtsrb(tmp_path, monkeypatch):
 def test_cli_reuses_the_source_and_prints_scratch_then_transfer_run_dirs(tiny_gtsrb, isolated_roots):
     keras = pytest.importorskip("keras")
     from core.models import lenet
-    from core.training import transfer_family
+    from core.training import lenet_transfer_family
 
-    source = transfer_family.resolve_config(experiments.source_config("gtsrb-half", epochs=1))
+    source = lenet_transfer_family.resolve_config(experiments.source_config("gtsrb-half", epochs=1))
     source_dir = _fake_run(source, val_accuracy=0.95, with_model=False)
     lenet.build_lenet(21, (32, 32, 1), conv_filters=(4, 8), dense_units=(16,)).save(
         source_dir / runs.MODEL_FILE)

@@ -19,6 +19,8 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.models.backbones import BACKBONE_NAMES
+
 FRACTION_OF_BEST = 0.95
 SMALL_DATASET_LIMIT = 10_000  # labelled training images: below is "small" on the quadrant
 SIMILARITY_THRESHOLD = 0.5
@@ -92,7 +94,7 @@ def source_domain(config: dict) -> str | None:
         if config.get("source_dataset") == "gtsrb" and classes is not None:
             return "gtsrb-half"
         return config.get("source_dataset")
-    if model in ("vgg16", "mobilenetv2"):
+    if model in BACKBONE_NAMES:
         weights = str(config.get("weights_ignored") or config.get("weights") or "")
         if weights.startswith("run:"):
             return "run"

@@ -518,18 +518,19 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
         The final state: ``completed``, ``cancelled`` or ``failed`` (or the state found when the
         run was no longer QUEUED/RUNNING, e.g. cancelled while queued).
     """
-    from core import jobs
+    from core import heartbeat as heartbeat_module
+    from core.processes import process_start_ticks
 
     run_dir = Path(run_dir).resolve()
     logger = make_logger(run_dir, console=console)
-    beat = jobs.Heartbeat(run_dir).start() if heartbeat else None
+    beat = heartbeat_module.Heartbeat(run_dir).start() if heartbeat else None
     final_state, error = runs.FAILED, None
     try:
         now = runs.utc_now()
         started = runs.update_status(
             run_dir, only_if_state=(runs.QUEUED, runs.RUNNING), state=runs.RUNNING,
-            pid=os.getpid(), host=_hostname(), heartbeat=jobs.heartbeat_now(),
-            pid_start_ticks=jobs.process_start_ticks(os.getpid()),
+            pid=os.getpid(), host=_hostname(), heartbeat=heartbeat_module.heartbeat_now(),
+            pid_start_ticks=process_start_ticks(os.getpid()),
         )
         if started is None:
             state = runs.read_status(run_dir)["state"]
