@@ -55,14 +55,14 @@ def _delete(run_dir) -> None:
 def run_actions(summary) -> None:
     """Cancel and delete (with confirmation) one run; the report below has its files and log."""
     run_dir = summary.path
-    columns = st.columns(4)
-    if summary.state in jobs.ACTIVE_STATES:
-        if columns[0].button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
+    active = summary.state in jobs.ACTIVE_STATES
+    columns = iter(st.columns(4))
+    if active:
+        if next(columns).button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
             jobs.cancel(summary.run_id)
             st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
             st.rerun()
-    active = summary.state in jobs.ACTIVE_STATES
-    if columns[1].button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
+    if next(columns).button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
                          help="Cancel the run first" if active else "Deletes the whole run folder"):
         st.session_state[f"{KEY}_confirm_delete"] = True
     if st.session_state.get(f"{KEY}_confirm_delete"):
