@@ -68,6 +68,9 @@ def sample_image(size: int = SAMPLE_IMAGE_SIZE, width: int | None = None) -> np.
 def image_from_bytes(data: bytes, max_side: int = MAX_PLAYGROUND_SIDE) -> np.ndarray:
     """Decodes an uploaded image (EXIF-oriented RGB) and shrinks it to at most ``max_side``.
 
+    Decoding goes through ``core.imaging.read_image``, so the playground refuses the same files
+    (empty, too large, too many pixels, not an image) with the same messages as Classify.
+
     Args:
         data: the file's bytes.
         max_side: the longer side after resizing (images are never enlarged).
@@ -76,18 +79,13 @@ def image_from_bytes(data: bytes, max_side: int = MAX_PLAYGROUND_SIDE) -> np.nda
         A uint8 RGB array.
 
     Raises:
-        ValueError: when the bytes are not an image Pillow can read.
+        ValueError: (``core.imaging.ImageError``) when the bytes are not an image we can read.
     """
-    import io
+    from PIL import Image
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from core.imaging import read_image
 
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Could not read the upload as an image ({error}); expected PNG, JPEG, "
-                         "BMP or another format Pillow reads") from None
+    image = read_image(data)
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
