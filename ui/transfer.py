@@ -111,23 +111,20 @@ def comparison_section(run_ids: list[str], x_axis: str, refresh: float | None = 
 # --- live run -------------------------------------------------------------------------------------
 
 def live_run_panel(run_id: str, key_prefix: str = "transfer") -> None:
-    """Live status and curves of one run (``ui.training``'s widgets), then its results.
+    """One run's report (``ui.report``, live while it runs), with its current ``phase`` above.
 
-    Above them, the run's current ``phase`` (weights, bottleneck features...), which happens
-    before the first epoch and would otherwise look like a hang.
+    The phase (weights, bottleneck features...) happens before the first epoch and would
+    otherwise look like a hang.
     """
-    from ui import training as training_ui
+    from ui import report
 
     _phase_line(run_id)
     try:
-        state = runs.read_status(runs.run_path(run_id))["state"]
+        run_dir = runs.run_path(run_id)
     except (runs.RunError, ValueError) as error:
         st.error(str(error), icon=":material/error:")
         return
-    if state == runs.COMPLETED:
-        training_ui.run_results(run_id, key=f"{key_prefix}_results")
-    else:
-        training_ui.live_run(run_id, key=f"{key_prefix}_live")
+    report.run_report(run_dir, key_prefix)
 
 
 def _phase_line(run_id: str) -> None:
