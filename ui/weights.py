@@ -37,6 +37,7 @@ def _import_upload(backbone: str, upload) -> None:
             stream.write(upload.getbuffer())
         bar = st.progress(0.0, text=f"Checking {upload.name}…")
         entry = weights.import_file(backbone, temp, source_label=f"upload {upload.name}",
+                                    display_name=upload.name,
                                     progress=lambda done, total: bar.progress(min(1.0, done / max(total, 1))))
         bar.empty()
         st.success(f"Installed {backbone} {entry['variant']} (alpha {entry['alpha']}, {entry['layers']} "

@@ -171,7 +171,8 @@ def _install_staged(staged: Path, backbone: str, sha256: str, size: int, source:
 
 
 def import_file(backbone: str, source: str | os.PathLike, *,
-                progress: ProgressCallback | None = None, source_label: str | None = None) -> dict:
+                progress: ProgressCallback | None = None, source_label: str | None = None,
+                display_name: str | None = None) -> dict:
     """Imports a local ``.h5``/``.weights.h5`` file as ``backbone``'s ImageNet weights.
 
     Args:
@@ -179,6 +180,7 @@ def import_file(backbone: str, source: str | os.PathLike, *,
         source: the file; its variant (top or no-top) and width are worked out from its layers.
         progress: ``progress(bytes_copied, bytes_total)`` while copying.
         source_label: what to record as the source (default: the file's absolute path).
+        display_name: how messages name the file (default its name; an upload's own name).
 
     Returns:
         The installed manifest entry (with ``path``).
@@ -191,7 +193,7 @@ def import_file(backbone: str, source: str | os.PathLike, *,
         raise WeightsFileError(f"{source} is not a file")
     staged, sha256, size = _staged_copy(source, progress)
     return _install_staged(staged, backbone, sha256, size, source_label or f"file {source.resolve()}",
-                           source.name)
+                           display_name or source.name)
 
 
 def download(backbone: str, variant: str = catalogue.NO_TOP, *,
