@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import environment, paths, runs
+from core import environment, job_backends, paths, runs
 from core.processes import pid_alive, process_start_ticks  # noqa: F401 - public via core.jobs
 
 MAX_CONCURRENT_JOBS_ENV = "TLLAB_MAX_CONCURRENT_JOBS"
@@ -163,6 +163,8 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """
     if status.get("state") not in ACTIVE_STATES:
         return None
+    if status.get("state") == runs.QUEUED and job_backends.run_backend(status) != job_backends.LOCAL:
+        return None  # waiting in Ray's queue: no process yet; ray_backend.status asks Ray
     timeout = heartbeat_timeout_seconds() if timeout is None else float(timeout)
     pid = status.get("pid")
     host = status.get("host")
@@ -198,15 +200,20 @@ def resolve_config(config: dict) -> dict:
     return family_module(str(config["model"])).resolve_config(dict(config))
 
 
-def create_job(config: dict, runs_root=None) -> Path:
+def create_job(config: dict, runs_root=None, backend: str = job_backends.LOCAL) -> Path:
     """Resolves ``config`` and creates its QUEUED run folder (no worker started).
+
+    Args:
+        config: the job's settings.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+        backend: ``"local"`` or ``"ray"``, recorded as ``status.json["backend"]``.
 
     Returns:
         The run folder.
     """
     resolved = resolve_config(config)
     run_dir = runs.create_run(resolved, runs_root)
-    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now())
+    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now(), backend=backend)
     return run_dir
 
 
@@ -267,8 +274,14 @@ def submit(config: dict, runs_root=None) -> str:
     Raises:
         ValueError: when the config does not validate.
     """
-    run_dir = create_job(config, runs_root)
-    start_worker(run_dir, runs_root)
+    backend = job_backends.backend_name()
+    run_dir = create_job(config, runs_root, backend=backend)
+    if backend == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        ray_backend.submit(run_dir, runs_root)
+    else:
+        start_worker(run_dir, runs_root)
     return run_dir.name
 
 
@@ -280,14 +293,20 @@ def status(run_id: str, runs_root=None) -> dict:
         runs_root: the runs root; default ``core.paths.runs_dir()``.
 
     Returns:
-        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``pid``
-        while queued/running, and the fields the worker writes (``epoch``, ``batch``, ...).
+        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``backend``
+        (``local`` or ``ray``; ``node`` for Ray), ``pid`` while running, and the fields the
+        worker writes (``epoch``, ``batch``, ...).
 
     Raises:
         core.runs.RunError: when the run does not exist or its status is unreadable.
     """
     run_dir = runs.run_path(run_id, runs_root)
     current = runs.read_status(run_dir)
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.status(run_dir, current, death_reason)
+    current.setdefault("backend", job_backends.LOCAL)
     reason = death_reason(current)
     if reason is None:
         return current
@@ -342,6 +361,10 @@ def cancel(run_id: str, runs_root=None) -> dict:
     current = status(run_dir)
     if current.get("state") in runs.TERMINAL_STATES:
         return current
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.cancel(run_dir, current)
     runs.request_cancel(run_dir)
     cancelled = runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
                                    ended_at=runs.utc_now(), error=None)
@@ -446,6 +469,8 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
             continue
         if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
             continue
+        if job_backends.run_backend(other) != job_backends.LOCAL:
+            continue  # Ray runs wait in Ray's queue, not for this machine's slots
         if status(entry, root).get("state") == runs.QUEUED:
             ahead.append(entry.name)
     return ahead

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -72,6 +73,34 @@ def run(run_dir, *, console: bool = False, max_jobs: int | None = None) -> str:
         beat.stop()
         if slot is not None:
             slot.release()
+
+
+def run_scheduled(run_dir, **status_fields) -> str:
+    """Trains a run whose scheduler already reserved its resources (the Ray backend's actor).
+
+    Skips the local queue and slots; the same heartbeat and trainer as ``run`` follow.
+
+    Args:
+        run_dir: a QUEUED run folder.
+        **status_fields: written into ``status.json`` with the RUNNING state (e.g. ``node``).
+
+    Returns:
+        The run's final state (or the state found when it was no longer QUEUED, e.g. cancelled).
+    """
+    run_dir = Path(run_dir).resolve()
+    started = runs.update_status(
+        run_dir, only_if_state=(runs.QUEUED,), state=runs.RUNNING, started_at=runs.utc_now(),
+        pid=os.getpid(), host=socket.gethostname(),
+        pid_start_ticks=jobs.process_start_ticks(os.getpid()), **status_fields)
+    if started is None:
+        return runs.read_status(run_dir)["state"]
+    beat = jobs.Heartbeat(run_dir).start()
+    try:
+        from core.training import trainer
+
+        return trainer.run_training(run_dir, heartbeat=False)
+    finally:
+        beat.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
