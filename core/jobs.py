@@ -19,6 +19,10 @@ sees the same truth:
 * ``cancel(run_id)``: a queued run is CANCELLED at once (its waiting worker exits); a running
   run gets ``cancel.request`` and its worker stops after the current batch, ending CANCELLED.
 * GPU memory is freed by the worker process exiting.
+* Backends: ``TLLAB_JOB_BACKEND=ray`` (``core.job_backends``) sends new jobs to a Ray cluster
+  instead (``core.job_backends.ray_backend``: one detached actor per job, Ray's own queue).
+  ``status.json["backend"]`` records where each run went, and ``status``/``cancel`` follow it;
+  the slots and the FIFO here only concern ``local`` runs.
 
 This module imports no framework, so the Streamlit process and a waiting worker stay light.
 """

@@ -76,6 +76,38 @@ def test_a_queued_ray_run_is_not_failed_by_the_heartbeat_watcher():
     assert "no heartbeat" in jobs.death_reason(local, timeout=30)
 
 
+def _fake_run(runs_root, state: str, backend: str, submitted_at: float):
+    run_dir = runs.create_run({"model": "lenet5"}, runs_root)
+    runs.update_status(run_dir, state=state, backend=backend, submitted_at=submitted_at)
+    return run_dir
+
+
+def test_queue_position_counts_only_waiting_ray_runs_in_submission_order(isolated_roots):
+    root = isolated_roots["runs"]
+    second = _fake_run(root, runs.QUEUED, "ray", 200.0)
+    first = _fake_run(root, runs.QUEUED, "ray", 100.0)
+    _fake_run(root, runs.QUEUED, "local", 50.0)  # waits for this machine's slots, not Ray
+    running = _fake_run(root, runs.RUNNING, "ray", 10.0)
+    runs.update_status(running, ray_node_id="node-a")
+    assert ray_backend.queued_runs(root) == [first.name, second.name]
+    assert ray_backend.queue_position(second) == 2 and ray_backend.queue_position(first) == 1
+    assert ray_backend.queue_position(running) is None
+    assert ray_backend.running_by_node(root) == {"node-a": 1}
+
+
+def test_a_running_ray_job_is_killed_only_when_its_cancel_is_overdue(isolated_roots):
+    run_dir = _fake_run(isolated_roots["runs"], runs.RUNNING, "ray", 100.0)
+    current = runs.read_status(run_dir)
+    assert ray_backend._cancel_overdue(run_dir, current) is False  # no cancel requested
+    runs.request_cancel(run_dir)
+    requested = (run_dir / runs.CANCEL_FILE).stat().st_mtime
+    grace = ray_backend.CANCEL_GRACE_SECONDS
+    assert ray_backend._cancel_overdue(run_dir, current, now=requested + grace - 1) is False
+    assert ray_backend._cancel_overdue(run_dir, current, now=requested + grace + 1) is True
+    queued = dict(current, state=runs.QUEUED)
+    assert ray_backend._cancel_overdue(run_dir, queued, now=requested + grace + 1) is False
+
+
 # --- a real local Ray cluster -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,8 @@ NAMESPACE = "tllab"
 ACTOR_PREFIX = "tllab-job"
 BACKEND_NAME = "ray"
 CANCEL_GRACE_SECONDS = 20.0
+# A run created but not yet handed to Ray (its submitter is between two writes) looks alive this long.
+SUBMIT_GRACE_SECONDS = 60.0
 # Ray binds every port to 127.0.0.1 when it believes it runs on a laptop (its own switch).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOCAL_CLUSTER_LABEL = "local Ray on 127.0.0.1"
@@ -311,6 +313,11 @@ def ray_death_reason(current: dict) -> str | None:
     """Why an active Ray run's actor is dead, or None while Ray shows it pending or alive."""
     if current.get("state") not in ACTIVE_STATES or not is_connected():
         return None
+    if not current.get("ray_actor_id"):
+        submitted = current.get("submitted_at")
+        if isinstance(submitted, (int, float)) and time.time() - submitted < SUBMIT_GRACE_SECONDS:
+            return None  # being submitted right now
+        return "the job never reached the Ray cluster (the app stopped while submitting it?)"
     record = actor_record(current.get("ray_actor_id"))
     if record is not None and record.get("State") != "DEAD":
         return None
@@ -382,10 +389,12 @@ def status(run_dir, current: dict, local_death_reason) -> dict:
     if reason is not None:
         _mark_ended(run_dir, runs.FAILED, reason)
     elif _cancel_overdue(run_dir, current):
-        kill_actor(current)
-        _mark_ended(run_dir, runs.CANCELLED,
-                    f"stopped through Ray: still running {CANCEL_GRACE_SECONDS:.0f} s after the cancel",
-                    expected=(runs.RUNNING,))
+        stopped = _mark_ended(
+            run_dir, runs.CANCELLED,
+            f"stopped through Ray: still running {CANCEL_GRACE_SECONDS:.0f} s after the cancel",
+            expected=(runs.RUNNING,))
+        if stopped is not None:  # written first, so the killed actor is not taken for a death
+            kill_actor(current)
     else:
         return current
     return runs.read_status(run_dir)
