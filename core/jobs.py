@@ -276,7 +276,8 @@ def submit(config: dict, runs_root=None) -> str:
         The run id (the run folder's name).
 
     Raises:
-        ValueError: when the config does not validate.
+        ValueError: when the config does not validate, or the backend cannot take the job
+            (``TLLAB_JOB_BACKEND=ray`` without Ray or a reachable cluster: the run is FAILED).
     """
     backend = job_backends.backend_name()
     run_dir = create_job(config, runs_root, backend=backend)
@@ -348,6 +349,9 @@ def refresh_all(runs_root=None) -> int:
         try:
             current = runs.read_status(entry)
         except (runs.RunError, OSError):
+            continue
+        if current.get("state") in ACTIVE_STATES and job_backends.run_backend(current) == job_backends.RAY:
+            marked += status(entry).get("state") == runs.FAILED  # Ray knows of dead actors
             continue
         reason = death_reason(current)
         if reason and mark_failed(entry, reason) is not None:

@@ -108,6 +108,20 @@ def test_a_running_ray_job_is_killed_only_when_its_cancel_is_overdue(isolated_ro
     assert ray_backend._cancel_overdue(run_dir, queued, now=requested + grace + 1) is False
 
 
+def test_a_job_the_cluster_cannot_take_fails_with_the_reason_and_a_value_error(monkeypatch):
+    def unreachable(address=None):
+        raise ray_backend.RayUnavailableError("cannot reach the Ray cluster at lab-head:6379")
+
+    monkeypatch.setenv(job_backends.BACKEND_ENV, "ray")
+    monkeypatch.setattr(ray_backend, "connect", unreachable)
+    with pytest.raises(ValueError, match="lab-head:6379"):
+        jobs.submit(TINY_JOB)
+    [summary] = runs.list_runs()
+    assert summary.status["state"] == runs.FAILED and summary.status["backend"] == "ray"
+    assert summary.status["error"] == ("could not queue the job on the Ray cluster: "
+                                       "cannot reach the Ray cluster at lab-head:6379")
+
+
 # --- a real local Ray cluster -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -235,3 +249,16 @@ def test_pages_show_a_live_ray_job_and_its_queue_then_cancel_stops_both(ray_env)
     assert runs.read_status(runs.run_path(queued)).get("started_at") is None
     wait_until(lambda: ray.available_resources().get("CPU", 0) >= RAY_CPUS, timeout=CANCEL_SECONDS,
                what="the cancelled job's actor to free its CPUs")
+
+
+@CONNECTED_CLUSTER_TESTS
+def test_a_queued_run_whose_actor_ray_never_heard_of_is_failed_by_refresh_all(ray_env):
+    # e.g. the private 127.0.0.1 Ray ended with the previous app, taking its queue along
+    run_dir = _fake_run(ray_env["runs"], runs.QUEUED, "ray", time.time() - 3600)
+    runs.update_status(run_dir, ray_actor="tllab-job-gone", ray_actor_id="ab" * 16)
+    fresh = _fake_run(ray_env["runs"], runs.QUEUED, "ray", time.time())  # being submitted now
+    assert jobs.refresh_all() == 1
+    failed = runs.read_status(run_dir)
+    assert failed["state"] == runs.FAILED
+    assert failed["error"].startswith("the Ray cluster has no record of this job's actor")
+    assert runs.read_status(fresh)["state"] == runs.QUEUED

@@ -52,8 +52,12 @@ RAY_INSTALL_HINT = ("Ray is not installed: `pip install -r requirements-ray.txt`
 _CONNECT_LOCK = threading.Lock()
 
 
-class RayUnavailableError(RuntimeError):
-    """Ray is not installed, or the cluster cannot be reached."""
+class RayUnavailableError(ValueError):
+    """Ray is not installed, or the cluster cannot be reached.
+
+    A ``ValueError`` like every other reason ``core.jobs.submit`` cannot start a job, so the pages
+    show it as "Cannot start: ...".
+    """
 
 
 # --- connection ---------------------------------------------------------------------------------
@@ -255,7 +259,8 @@ def submit(run_dir, runs_root=None) -> dict:
         The status after submission (``backend``, ``ray_actor``, ``ray_actor_id``, resources).
 
     Raises:
-        RayUnavailableError: when Ray is missing or unreachable (the run is marked FAILED).
+        RayUnavailableError: when Ray is missing or unreachable (the run is marked FAILED);
+        ValueError: when the cluster has no node with CPUs (likewise).
     """
     run_dir = Path(run_dir)
     try:
@@ -267,7 +272,7 @@ def submit(run_dir, runs_root=None) -> dict:
             max_task_retries=0, runtime_env={"env_vars": actor_environment(runs_root)}, **resources)
         actor = runner.remote(str(run_dir.resolve()))
         actor.run.remote()
-    except (RayUnavailableError, ValueError) as error:
+    except ValueError as error:  # RayUnavailableError included
         runs.update_status(run_dir, only_if_state=ACTIVE_STATES, state=runs.FAILED,
                            error=f"could not queue the job on the Ray cluster: {error}",
                            ended_at=runs.utc_now())
