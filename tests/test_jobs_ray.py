@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from core import job_backends, jobs, runs
 from core.job_backends import ray_backend
-from tests.conftest import run_page
+from tests.conftest import REPO_ROOT, run_page
 from tests.test_jobs import LONG_JOB, TINY_JOB, synthetic_data_root, wait_until  # noqa: F401
 
 RAY_CPUS = 2
@@ -262,3 +264,21 @@ def test_a_queued_run_whose_actor_ray_never_heard_of_is_failed_by_refresh_all(ra
     assert failed["state"] == runs.FAILED
     assert failed["error"].startswith("the Ray cluster has no record of this job's actor")
     assert runs.read_status(fresh)["state"] == runs.QUEUED
+
+
+@CONNECTED_CLUSTER_TESTS
+def test_another_process_on_the_same_runs_root_joins_the_apps_private_ray(ray_env):
+    first = submit(ray_env, LONG_JOB)
+    second = submit(ray_env, LONG_JOB)
+    ray_backend.record_local_cluster()  # what connect() does after starting the private Ray
+    script = ("import sys; from core import jobs; "
+              "print(jobs.status(sys.argv[1])['state'], jobs.cancel(sys.argv[2])['state'])")
+    result = subprocess.run([sys.executable, "-c", script, first, second], cwd=REPO_ROOT,
+                            env=dict(os.environ), capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Alone, that process would have started its own Ray, found no actor and failed the job.
+    assert result.stdout.split()[0] in jobs.ACTIVE_STATES and result.stdout.split()[1] == "cancelled"
+    assert state_of(first) in jobs.ACTIVE_STATES
+    assert state_of(second) == runs.CANCELLED
+    with pytest.raises(ValueError):  # its pending actor left this cluster's queue
+        ray_env["ray"].get_actor(jobs.status(second)["ray_actor"], namespace=ray_backend.NAMESPACE)

@@ -5,7 +5,9 @@
 at the same path on every node).
 
 * Cluster: ``TLLAB_RAY_ADDRESS`` (``ray://head:10001``, ``HOST:PORT`` or ``auto``) names it;
-  without it, ``connect()`` starts a local Ray bound to 127.0.0.1 that ends with this process.
+  without it, ``connect()`` starts a private Ray bound to 127.0.0.1 that ends with this process,
+  and records its address in ``RUNS_ROOT/.ray-local-cluster.json``: other processes on the same
+  runs root (the CLI, a second server) join that Ray while the process that started it lives.
 * Scheduling: a job reserves one GPU when the cluster has GPUs; otherwise the CPUs of the
   smallest node (so a 2-core node runs one job at a time, like the local queue).
   ``TLLAB_RAY_JOB_CPUS`` overrides the CPU count. Jobs wait in Ray's own queue (a pending actor)
@@ -33,6 +35,8 @@ import time
 from pathlib import Path
 
 from core import paths, runs
+from core.files import write_json_atomic
+from core.processes import pid_alive, process_start_ticks
 
 ADDRESS_ENV = "TLLAB_RAY_ADDRESS"
 JOB_CPUS_ENV = "TLLAB_RAY_JOB_CPUS"
@@ -45,6 +49,7 @@ SUBMIT_GRACE_SECONDS = 60.0
 # Ray binds every port to 127.0.0.1 when it believes it runs on a laptop (its own switch).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOCAL_CLUSTER_LABEL = "local Ray on 127.0.0.1"
+LOCAL_CLUSTER_FILE = ".ray-local-cluster.json"
 ACTIVE_STATES = (runs.QUEUED, runs.RUNNING)
 FORWARDED_ENV_PREFIXES = ("TLLAB_", "KERAS_", "TF_")
 RAY_INSTALL_HINT = ("Ray is not installed: `pip install -r requirements-ray.txt` (or `make run RAY=1`), "
@@ -109,12 +114,44 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None):
     return ray
 
 
+def record_local_cluster(runs_root=None) -> Path:
+    """Writes this process's private Ray address into the runs root, for other processes.
+
+    Returns:
+        The file written (``RUNS_ROOT/.ray-local-cluster.json``).
+    """
+    import ray
+
+    path = paths.runs_dir(runs_root) / LOCAL_CLUSTER_FILE
+    pid = os.getpid()
+    write_json_atomic(path, {"address": ray.get_runtime_context().gcs_address, "pid": pid,
+                             "pid_start_ticks": process_start_ticks(pid),
+                             "host": socket.gethostname()})
+    return path
+
+
+def recorded_local_cluster(runs_root=None) -> str | None:
+    """The address of a private Ray that a live process on this host started for the runs root."""
+    path = paths.runs_dir(runs_root) / LOCAL_CLUSTER_FILE
+    try:
+        record = runs.read_json(path)
+    except (OSError, ValueError, runs.RunError):
+        return None
+    if not isinstance(record, dict) or record.get("host") != socket.gethostname():
+        return None
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid, record.get("pid_start_ticks")):
+        return None
+    return str(record.get("address") or "") or None
+
+
 def connect(address: str | None = None):
     """Connects this process to the lab cluster once, and returns the ``ray`` module.
 
     Args:
         address: the cluster (``ray://head:10001``, ``HOST:PORT``, ``auto``); default
-            ``TLLAB_RAY_ADDRESS``; without either, a local Ray on 127.0.0.1 is started.
+            ``TLLAB_RAY_ADDRESS``; without either, the private Ray that another live process
+            started for this runs root, else a new private Ray on 127.0.0.1.
 
     Returns:
         The ``ray`` module, connected.
@@ -127,12 +164,16 @@ def connect(address: str | None = None):
         if ray.is_initialized():
             return ray
         address = address or os.environ.get(ADDRESS_ENV) or None
+        shared = None if address else recorded_local_cluster()
         try:
-            if address:
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+            if address or shared:
+                if shared:
+                    os.environ[LOOPBACK_ENV] = "0"  # the private Ray listens on 127.0.0.1 only
+                ray.init(address=address or shared, namespace=NAMESPACE, log_to_driver=False,
                          configure_logging=False)
             else:
                 start_local()
+                record_local_cluster()
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise RayUnavailableError(
                 f"cannot reach the Ray cluster at {address or LOCAL_CLUSTER_LABEL}: {error}"
