@@ -132,10 +132,14 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("this process is already connected to a Ray cluster that the test did not start")
+    from ray._private import ray_constants
+
     previous = os.environ.get(ray_backend.LOOPBACK_ENV)
+    previous_cluster_switch = ray_constants.ENABLE_RAY_CLUSTER
     ray_backend.start_local(num_cpus=RAY_CPUS, num_gpus=0)
     yield ray
     ray.shutdown()
+    ray_constants.ENABLE_RAY_CLUSTER = previous_cluster_switch
     if previous is None:
         os.environ.pop(ray_backend.LOOPBACK_ENV, None)
     else:
