@@ -18,9 +18,10 @@ import streamlit as st
 from core import imaging, jobs, runs
 from core.charts import classify as charts
 from core.inference import ImageError, Predictor, read_image
-from ui import common
 from core.charts.classify import format_probability, guess_label, prediction_table, score_table
 from core.predictor import PredictorError, model_mtime, top_k_from_probabilities
+from ui import common
+from ui import imagenet as imagenet_view
 
 LOGGER = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def show_result(predictor: Predictor, explainer, name: str, image, key: str,
                             key=f"{key}_chart", config={"displayModeBar": False})
             st.caption(f"Latency: {result['latency_ms']:.1f} ms (preprocessing + model, "
                        f"after warm-up)")
+            imagenet_view.imagenet_top_k(image, key)
         with right:
             if show_gradcam and explainer is not None:
                 _show_gradcam(explainer, result, top)
