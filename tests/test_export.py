@@ -3,7 +3,7 @@ Python that cannot import this project.
 
 Each test trains a one-epoch run through the real job path (LeNet ``seed`` and ``plus`` on
 synthetic signs, with their augmentation and random blur; VGG16 and MobileNetV2 feature
-extraction on random weights at 64 px on a drawn Dogs vs Cats look-alike), exports it to
+extraction and MobileNet v1 feature extraction on random weights at 64 px on a drawn Dogs vs Cats look-alike), exports it to
 ``.keras`` and ``.tflite`` with the command line, and checks:
 
 * a ``python -I`` subprocess in a temp folder (no project on ``sys.path``) loads the ``.keras``
@@ -83,12 +83,11 @@ def dogs_data_root(tmp_path_factory):
 
 
 def _random_weights_file(folder: Path, backbone: str) -> Path:
+    """A weights=None base of ``backbone`` (its default width) saved as ``.weights.h5``."""
+    from core.models import backbones
+
     path = folder / f"{backbone}_random.weights.h5"
-    shape = (TRANSFER_IMAGE_SIZE, TRANSFER_IMAGE_SIZE, 3)
-    if backbone == "vgg16":
-        base = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    else:
-        base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape)
+    base = backbones.backbone_module(backbone).build_base(TRANSFER_IMAGE_SIZE)
     base.save_weights(path)
     return path
 
@@ -162,7 +161,7 @@ def test_lenet_run_exports_to_portable_keras_and_tflite(preset, synthetic_data_r
     _check_exports(run_dir, synthetic_data_root, tmp_path)
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv2"])
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv2", "mobilenet"])
 def test_transfer_run_exports_to_portable_keras_and_tflite(backbone, dogs_data_root, monkeypatch,
                                                             tmp_path):
     monkeypatch.setenv("TLLAB_DATA_DIR", str(dogs_data_root))
@@ -176,9 +175,9 @@ def test_transfer_run_exports_to_portable_keras_and_tflite(backbone, dogs_data_r
 
 
 def test_inference_model_folds_the_caffe_flip_into_block1_conv1():
-    from core.models import vgg16
+    from core.models import transfer
 
-    model = vgg16.build_transfer_model(2, image_size=32)
+    model = transfer.build_transfer_model(2, backbone="vgg16", image_size=32)
     exported = export.inference_model(model)
     assert type(exported.get_layer("vgg16_preprocessing")).__name__ == "Normalization"
     np.testing.assert_array_equal(exported.get_layer("block1_conv1").get_weights()[0],
