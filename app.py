@@ -17,6 +17,7 @@ PAGES = (
     ("Data", "pages/datasets.py", "Datasets", ":material/dataset:"),
     ("Train", "pages/train_lenet.py", "Train LeNet-5", ":material/model_training:"),
     ("Train", "pages/transfer.py", "Transfer learning", ":material/move_up:"),
+    ("Train", "pages/own_classes.py", "Your own classes", ":material/photo_camera:"),
     ("Compare & classify", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("Compare & classify", "pages/classify.py", "Classify images", ":material/image_search:"),
     ("Runs", "pages/runs.py", "Runs", ":material/history:"),

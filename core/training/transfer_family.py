@@ -197,7 +197,9 @@ def _resolve_backbone_config(config: dict) -> dict:
     resolved["model"] = config.get("model", VGG16_MODEL)
     backbone = resolved["model"]
     check_choice(resolved, "strategy", STRATEGIES)
-    check_choice(resolved, "dataset", DATASETS)
+    from core.datasets import base as dataset_base
+
+    dataset_base.check_name(resolved["dataset"])  # built-in or installed custom (DatasetError)
     check_choice(resolved, "optimizer", OPTIMIZERS)
     resolved["distribute"] = resolved.get("distribute") or "none"
     check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
@@ -256,7 +258,7 @@ def _resolve_backbone_config(config: dict) -> dict:
     # Augmentation (a spec dict; {} or False = off).
     augmentation = resolved.get("augmentation")
     if augmentation is None:
-        augmentation = AUGMENTATION_DEFAULTS[resolved["dataset"]]
+        augmentation = AUGMENTATION_DEFAULTS.get(resolved["dataset"], {})
     if augmentation is False:
         augmentation = {}
     resolved["augmentation"] = preprocess.resolve_augmentation(augmentation)
