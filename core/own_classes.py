@@ -38,7 +38,7 @@ TRAINING_SETTINGS = {
     "model": BACKBONE,
     "strategy": "feature-extraction",
     "image_size": IMAGE_SIZE,
-    "epochs": 10,
+    "epochs": 6,
     "batch_size": 16,
     "optimizer": "adam",
     "learning_rate": 1e-3,
