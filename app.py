@@ -37,6 +37,7 @@ def build_navigation():
 def run() -> None:
     """Configures the page, initialises session state once, and runs the selected page."""
     st.set_page_config(page_title=APP_TITLE, page_icon=":material/traffic:", layout="wide")
+    common.preload_webrtc_binding()  # before any page loads TensorFlow (see its docstring)
     common.init_session_state()
     navigation = build_navigation()
     navigation.run()

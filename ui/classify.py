@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from typing import Any
 
@@ -344,6 +345,13 @@ def live_mode(predictor: Predictor, key: str = "classify_live") -> None:
         import streamlit_webrtc  # noqa: F401 - in requirements.txt; absent on trimmed installs
     except ImportError:
         st.info(WEBRTC_HELP, icon=":material/videocam_off:")
+        _snapshot_fallback(predictor, key)
+        return
+    if "tensorflow" in sys.modules and "pylibsrtp" not in sys.modules:
+        # Importing the WebRTC stack now would crash the server (see common.preload_webrtc_binding).
+        st.error("Live video needs the server started through `app.py` (`make run` or `streamlit "
+                 "run app.py`), which loads the WebRTC libraries before TensorFlow. Use a snapshot "
+                 "meanwhile.", icon=":material/videocam_off:")
         _snapshot_fallback(predictor, key)
         return
     url = _page_url()
