@@ -82,17 +82,7 @@ def class_card(collection: list, own_class, busy: bool) -> None:
     """One class: label, count, snapshot and upload inputs, thumbnails, remove/clear."""
     key = f"own_class_{own_class.class_id}"
     with st.container(border=True, key=f"{key}_card"):
-        title, clear, remove = st.columns([4, 1, 1], vertical_alignment="center")
-        count = len(own_class.images)
-        enough = count >= own_classes.MIN_IMAGES_PER_CLASS
-        title.markdown(f"#### {own_class.label} · {count} image{'s' if count != 1 else ''}"
-                       + ("" if enough else f" :orange[(at least {own_classes.MIN_IMAGES_PER_CLASS})]"))
-        if clear.button("Clear", key=f"{key}_clear", disabled=busy or not count):
-            own_class.images.clear()
-            st.rerun()
-        if remove.button("Remove", key=f"{key}_remove", disabled=busy):
-            collection.remove(own_class)
-            st.rerun()
+        header = st.container()  # filled last, so the count includes this run's new images
         camera, upload = st.columns(2)
         with camera:
             shot = st.camera_input(f"Snapshot into {own_class.label}", key=f"{key}_camera",
@@ -114,6 +104,17 @@ def class_card(collection: list, own_class, busy: bool) -> None:
                      caption=[entry.file_name.split("-")[0] for entry in shown])
             if count > THUMBNAILS_SHOWN:
                 st.caption(f"The last {THUMBNAILS_SHOWN} of {count} images.")
+        with header:
+            title, clear, remove = st.columns([4, 1, 1], vertical_alignment="center")
+            enough = count >= own_classes.MIN_IMAGES_PER_CLASS
+            title.markdown(f"#### {own_class.label} · {count} image{'s' if count != 1 else ''}"
+                           + ("" if enough else f" :orange[(at least {own_classes.MIN_IMAGES_PER_CLASS})]"))
+            if clear.button("Clear", key=f"{key}_clear", disabled=busy or not count):
+                own_class.images.clear()
+                st.rerun()
+            if remove.button("Remove", key=f"{key}_remove", disabled=busy):
+                collection.remove(own_class)
+                st.rerun()
 
 
 def active_run_id() -> str | None:

@@ -128,5 +128,57 @@ def test_live_webcam_shows_a_class_name_of_the_selected_run(camera_page, colours
     save_screenshot(page, "classify_live_webcam")
     assert any(name in text for name in CLASS_NAMES), text
     assert "FPS" in text
+    # Stop the stream, so the server does not keep classifying frames for the next test.
+    page.frame_locator("iframe").first.get_by_role("button", name="STOP").click()
     assert page.get_by_text("Traceback").count() == 0
+    assert not page.locator("[data-testid='stException']").count()
+
+
+SNAPSHOTS_PER_CLASS = 5
+OWN_TRAIN_TIMEOUT_MS = 240_000
+
+
+def _take_photo(container) -> None:
+    """Clicks Take Photo until the widget holds a photo (a click while the camera restarts
+    after "Clear photo" is ignored by the widget)."""
+    for _ in range(10):
+        container.get_by_role("button", name="Take Photo").click()
+        try:
+            container.get_by_role("button", name="Clear photo").wait_for(state="visible", timeout=3000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again
+            continue
+    raise AssertionError("the camera widget never took a photo")
+
+
+def _take_snapshots(page, card_key: str, label: str, count: int) -> None:
+    card = page.locator(f".st-key-{card_key}")
+    for taken in range(1, count + 1):
+        _take_photo(card)
+        try:
+            wait_for_text(page, f"{label} · {taken} image")
+        except Exception:
+            save_screenshot(page, f"own_classes_snapshot_{label}_{taken}")
+            raise
+        card.get_by_role("button", name="Clear photo").click()
+
+
+def test_own_classes_flow_two_classes_snapshots_train_test(camera_page, weights_file):
+    page = camera_page
+    page.goto(page.app_url("own_classes"))
+    wait_for_text(page, "1. Classes and pictures")
+    _take_snapshots(page, "own_class_0_card", "Class 1", SNAPSHOTS_PER_CLASS)
+    _take_snapshots(page, "own_class_1_card", "Class 2", SNAPSHOTS_PER_CLASS)
+    page.get_by_role("button", name="Train").click()
+    wait_for_text(page, "From pressing Train to a usable model", timeout_ms=OWN_TRAIN_TIMEOUT_MS)
+    wait_for_text(page, "3. Test it")
+    _take_photo(page.locator(".st-key-own_test_camera"))
+    try:
+        wait_for_text(page, "Your model:")
+    finally:
+        save_screenshot(page, "own_classes_flow")
+    text = page.get_by_text("Your model:", exact=False).first.inner_text()
+    save_screenshot(page, "own_classes_flow")
+    assert "Class 1" in text or "Class 2" in text, text
+    wait_for_text(page, "What ImageNet sees")
     assert not page.locator("[data-testid='stException']").count()
