@@ -339,11 +339,11 @@ def live_mode(predictor: Predictor, key: str = "classify_live") -> None:
         predictor: the run's ``Predictor``.
         key: widget key prefix (one per place on a page).
     """
+    import importlib.util
+
     from core import live
 
-    try:
-        import streamlit_webrtc  # noqa: F401 - in requirements.txt; absent on trimmed installs
-    except ImportError:
+    if importlib.util.find_spec("streamlit_webrtc") is None:  # in requirements.txt; absent on trimmed installs
         st.info(WEBRTC_HELP, icon=":material/videocam_off:")
         _snapshot_fallback(predictor, key)
         return
