@@ -189,3 +189,23 @@ def test_names_with_path_characters_are_never_datasets(isolated_roots):
             base.check_name(name)
         with pytest.raises(datasets.DatasetError):
             custom.check_new_name(name)
+
+
+def test_datasets_page_lists_a_custom_dataset_and_deletes_it(tmp_path):
+    from tests.conftest import run_page
+
+    datasets.create("desk", {"mug": [_photo(index) for index in range(6)],
+                             "pen": [_photo(50 + index) for index in range(5)]})
+    app = run_page("pages/datasets.py", datasets_selected="desk")
+    assert not app.exception, app.exception
+    assert "desk" in app.radio(key="datasets_selected").options
+    assert app.radio(key="datasets_selected").value == "desk"
+    assert any("Your own dataset" in block.value for block in app.markdown)
+    overview = app.dataframe[0].value
+    row = overview[overview["dataset"] == "desk"].iloc[0]
+    assert (row["status"], row["train"], row["val"], row["test"]) == ("ready", "9", "2", "–")
+    app.button(key="datasets_delete_desk").click().run()
+    app.button(key="datasets_delete_yes_desk").click().run()
+    assert not app.exception, app.exception
+    assert "desk" not in registry.dataset_names()
+    assert app.radio(key="datasets_selected").value != "desk"
