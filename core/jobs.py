@@ -19,6 +19,10 @@ sees the same truth:
 * ``cancel(run_id)``: a queued run is CANCELLED at once (its waiting worker exits); a running
   run gets ``cancel.request`` and its worker stops after the current batch, ending CANCELLED.
 * GPU memory is freed by the worker process exiting.
+* Backends: ``TLLAB_JOB_BACKEND=ray`` (``core.job_backends``) sends new jobs to a Ray cluster
+  instead (``core.job_backends.ray_backend``: one detached actor per job, Ray's own queue).
+  ``status.json["backend"]`` records where each run went, and ``status``/``cancel`` follow it;
+  the slots and the FIFO here only concern ``local`` runs.
 
 This module imports no framework, so the Streamlit process and a waiting worker stay light.
 """
@@ -36,43 +40,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import environment, paths, runs
+from core import environment, job_backends, paths, runs
+from core.heartbeat import (  # noqa: F401 - public via core.jobs
+    ACTIVE_STATES,
+    HEARTBEAT_SECONDS_ENV,
+    HEARTBEAT_TIMEOUT_ENV,
+    Heartbeat,
+    heartbeat_now,
+    heartbeat_seconds,
+    heartbeat_timeout_seconds,
+)
 from core.processes import pid_alive, process_start_ticks  # noqa: F401 - public via core.jobs
 
 MAX_CONCURRENT_JOBS_ENV = "TLLAB_MAX_CONCURRENT_JOBS"
-HEARTBEAT_SECONDS_ENV = "TLLAB_HEARTBEAT_SECONDS"
-HEARTBEAT_TIMEOUT_ENV = "TLLAB_HEARTBEAT_TIMEOUT_SECONDS"
-DEFAULT_HEARTBEAT_SECONDS = 5.0
-DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
 QUEUE_POLL_SECONDS = 0.5
+DEPENDS_ON_KEY = "depends_on"
 SLOTS_FOLDER = ".slots"
-ACTIVE_STATES = (runs.QUEUED, runs.RUNNING)
 
 
 # --- settings -----------------------------------------------------------------------------
-
-def _positive_float_env(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise ValueError(f"{name} must be a number of seconds, received {text!r}") from error
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, received {text!r}")
-    return value
-
-
-def heartbeat_seconds() -> float:
-    """Seconds between heartbeats (``TLLAB_HEARTBEAT_SECONDS``, default 5)."""
-    return _positive_float_env(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS)
-
-
-def heartbeat_timeout_seconds() -> float:
-    """Heartbeat age after which a worker counts as dead (``TLLAB_HEARTBEAT_TIMEOUT_SECONDS``, 30)."""
-    return _positive_float_env(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
-
 
 def visible_gpu_ids() -> list[str]:
     """GPU ids a job may be pinned to (``CUDA_VISIBLE_DEVICES`` entries or ``0..n-1``)."""
@@ -108,52 +94,6 @@ def max_concurrent_jobs(max_jobs: int | None = None) -> int:
     return int(max_jobs)
 
 
-# --- heartbeat and process facts ------------------------------------------------------------
-
-def heartbeat_now() -> str:
-    """The current UTC time with milliseconds, as written to ``status.json["heartbeat"]``."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Heartbeat:
-    """A daemon thread writing ``status.json["heartbeat"]`` every ``interval`` seconds.
-
-    It only writes files (through ``core.runs.update_status``), never touches Streamlit.
-
-    Args:
-        run_dir: the run folder.
-        interval: seconds between beats; default ``heartbeat_seconds()``.
-    """
-
-    def __init__(self, run_dir, interval: float | None = None):
-        self.run_dir = Path(run_dir)
-        self.interval = float(interval or heartbeat_seconds())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.run_dir.name}",
-                                        daemon=True)
-
-    def start(self) -> "Heartbeat":
-        self.beat()
-        self._thread.start()
-        return self
-
-    def beat(self) -> None:
-        """Writes one heartbeat now (only while the run is QUEUED or RUNNING)."""
-        try:
-            runs.update_status(self.run_dir, only_if_state=ACTIVE_STATES, heartbeat=heartbeat_now())
-        except OSError:
-            pass  # a full or vanished disk must not kill training; the watcher will notice
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-
 def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """Why a QUEUED/RUNNING run's worker counts as dead, or None while it looks alive.
 
@@ -163,6 +103,8 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """
     if status.get("state") not in ACTIVE_STATES:
         return None
+    if status.get("state") == runs.QUEUED and job_backends.run_backend(status) != job_backends.LOCAL:
+        return None  # waiting in Ray's queue: no process yet; ray_backend.status asks Ray
     timeout = heartbeat_timeout_seconds() if timeout is None else float(timeout)
     pid = status.get("pid")
     host = status.get("host")
@@ -183,8 +125,11 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
 
 # --- public API ------------------------------------------------------------------------------
 
-def resolve_config(config: dict) -> dict:
+def resolve_config(config: dict, runs_root=None) -> dict:
     """Fills defaults and validates through the config's model family.
+
+    ``depends_on`` (a run id or a list of them) is the queue's own key: the job waits, queued,
+    until those runs complete, and fails if one of them fails or is cancelled.
 
     Raises:
         ValueError: for a config that is not a dict, has no model, or has bad values.
@@ -195,18 +140,65 @@ def resolve_config(config: dict) -> dict:
         raise ValueError("config needs a 'model' key, e.g. {'model': 'lenet5', ...}")
     from core.training.families import family_module
 
-    return family_module(str(config["model"])).resolve_config(dict(config))
+    settings = dict(config)
+    depends_on = _check_depends_on(settings.pop(DEPENDS_ON_KEY, None), runs_root)
+    resolved = family_module(str(config["model"])).resolve_config(settings)
+    if depends_on:
+        resolved[DEPENDS_ON_KEY] = depends_on
+    return resolved
 
 
-def create_job(config: dict, runs_root=None) -> Path:
+def _check_depends_on(value, runs_root=None) -> list[str]:
+    """Validates ``depends_on``: run ids (or folders) of runs that must complete first."""
+    if value in (None, "", []):
+        return []
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{DEPENDS_ON_KEY} must be a run id or a list of run ids, received {value!r}")
+    resolved = []
+    for item in items:
+        run_dir = runs.run_path(str(item), runs_root)
+        if not (run_dir / runs.STATUS_FILE).is_file():
+            raise ValueError(f"{DEPENDS_ON_KEY} names run {item!r}, which does not exist")
+        resolved.append(run_dir.name)
+    return resolved
+
+
+def dependencies_state(run_dir) -> tuple[list[str], str | None]:
+    """Which of a run's ``depends_on`` runs are still active, and why it can never start.
+
+    Returns:
+        ``(active run ids, reason)``: reason is None unless a dependency ended without
+        completing (or vanished), in which case this run must fail.
+    """
+    run_dir = Path(run_dir)
+    config = runs.read_config(run_dir)
+    active = []
+    for run_id in config.get(DEPENDS_ON_KEY) or []:
+        state = status(run_id, run_dir.parent).get("state")
+        if state == runs.COMPLETED:
+            continue
+        if state in ACTIVE_STATES:
+            active.append(run_id)
+        else:
+            return active, f"run {run_id}, which this run depends on, ended {state or 'missing'}"
+    return active, None
+
+
+def create_job(config: dict, runs_root=None, backend: str = job_backends.LOCAL) -> Path:
     """Resolves ``config`` and creates its QUEUED run folder (no worker started).
+
+    Args:
+        config: the job's settings.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+        backend: ``"local"`` or ``"ray"``, recorded as ``status.json["backend"]``.
 
     Returns:
         The run folder.
     """
-    resolved = resolve_config(config)
+    resolved = resolve_config(config, runs_root)
     run_dir = runs.create_run(resolved, runs_root)
-    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now())
+    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now(), backend=backend)
     return run_dir
 
 
@@ -265,10 +257,17 @@ def submit(config: dict, runs_root=None) -> str:
         The run id (the run folder's name).
 
     Raises:
-        ValueError: when the config does not validate.
+        ValueError: when the config does not validate, or the backend cannot take the job
+            (``TLLAB_JOB_BACKEND=ray`` without Ray or a reachable cluster: the run is FAILED).
     """
-    run_dir = create_job(config, runs_root)
-    start_worker(run_dir, runs_root)
+    backend = job_backends.backend_name()
+    run_dir = create_job(config, runs_root, backend=backend)
+    if backend == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        ray_backend.submit(run_dir, runs_root)
+    else:
+        start_worker(run_dir, runs_root)
     return run_dir.name
 
 
@@ -280,14 +279,20 @@ def status(run_id: str, runs_root=None) -> dict:
         runs_root: the runs root; default ``core.paths.runs_dir()``.
 
     Returns:
-        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``pid``
-        while queued/running, and the fields the worker writes (``epoch``, ``batch``, ...).
+        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``backend``
+        (``local`` or ``ray``; ``node`` for Ray), ``pid`` while running, and the fields the
+        worker writes (``epoch``, ``batch``, ...).
 
     Raises:
         core.runs.RunError: when the run does not exist or its status is unreadable.
     """
     run_dir = runs.run_path(run_id, runs_root)
     current = runs.read_status(run_dir)
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.status(run_dir, current, death_reason)
+    current.setdefault("backend", job_backends.LOCAL)
     reason = death_reason(current)
     if reason is None:
         return current
@@ -326,6 +331,9 @@ def refresh_all(runs_root=None) -> int:
             current = runs.read_status(entry)
         except (runs.RunError, OSError):
             continue
+        if current.get("state") in ACTIVE_STATES and job_backends.run_backend(current) == job_backends.RAY:
+            marked += status(entry).get("state") == runs.FAILED  # Ray knows of dead actors
+            continue
         reason = death_reason(current)
         if reason and mark_failed(entry, reason) is not None:
             marked += 1
@@ -342,6 +350,10 @@ def cancel(run_id: str, runs_root=None) -> dict:
     current = status(run_dir)
     if current.get("state") in runs.TERMINAL_STATES:
         return current
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.cancel(run_dir, current)
     runs.request_cancel(run_dir)
     cancelled = runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
                                    ended_at=runs.utc_now(), error=None)
@@ -446,7 +458,15 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
             continue
         if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
             continue
-        if status(entry, root).get("state") == runs.QUEUED:
+        if job_backends.run_backend(other) != job_backends.LOCAL:
+            continue  # Ray runs wait in Ray's queue, not for this machine's slots
+        if status(entry, root).get("state") != runs.QUEUED:
+            continue
+        try:
+            waiting = runs.read_config(entry).get(DEPENDS_ON_KEY) and dependencies_state(entry)[0]
+        except (runs.RunError, OSError):
+            waiting = False
+        if not waiting:  # a run still waiting for its dependencies does not hold the line
             ahead.append(entry.name)
     return ahead
 
@@ -496,6 +516,7 @@ def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
     root = run_dir.parent
     config = runs.read_config(run_dir)
     needs_all = str(config.get("distribute") or "none") == "mirrored"
+    announced = False
     while True:
         current = runs.read_status(run_dir)
         if current.get("state") != runs.QUEUED or runs.cancel_requested(run_dir):
@@ -503,7 +524,16 @@ def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
                 runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
                                    ended_at=runs.utc_now())
             return None
-        if not runs_ahead(run_dir, root):
+        waiting_for, reason = dependencies_state(run_dir) if config.get(DEPENDS_ON_KEY) else ([], None)
+        if reason:
+            runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.FAILED, error=reason,
+                               ended_at=runs.utc_now())
+            return None
+        if waiting_for and not announced:
+            runs.update_status(run_dir, only_if_state=(runs.QUEUED,),
+                               phase=f"Waiting for run {', '.join(waiting_for)} to complete")
+            announced = True
+        if not waiting_for and not runs_ahead(run_dir, root):
             slot = try_acquire_slot(root, needs_all=needs_all, max_jobs=max_jobs)
             if slot is not None:
                 started = runs.update_status(
