@@ -9,12 +9,13 @@ case the target is about. Prints both times and the ratio to the target; exits 1
 
 Photos: cats and dogs from ``../shared/datasets/dogs-vs-cats/train-2000.zip`` and, as a third
 class, GTSRB signs (``--classes 3``). Weights: ``--weights`` (a Keras MobileNetV2 no-top
-file, e.g. ``../shared/weights/imagenet/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5``),
-else what ``core.own_classes.best_weights`` finds.
+file; default ``../shared/weights/imagenet/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5``) is
+imported into the temporary data root with ``core.weights.import_file`` and trained with
+``weights="imagenet"``, as the page does.
 
 Usage::
 
-    python bench/bench_own_classes.py --weights ../shared/weights/imagenet/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5
+    python bench/bench_own_classes.py
 
 Runs in temporary data/runs roots; about a minute and a half on a 2-core CPU.
 """
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+DEFAULT_WEIGHTS = (Path(__file__).resolve().parent.parent.parent / "shared" / "weights" / "imagenet"
+                   / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5")
 TARGET_SECONDS = 30.0
 
 
@@ -53,13 +56,14 @@ def photos(per_class: int, classes: int) -> dict[str, list[tuple[str, bytes]]]:
     return chosen
 
 
-def press_train(collection, previous, weights) -> tuple[float, dict, dict]:
+def press_train(collection, previous) -> tuple[float, dict, dict]:
     """One press of Train: dataset (or reuse), submit, wait; returns (seconds, record, results)."""
     from core import jobs, own_classes, runs
 
     pressed = time.time()
     dataset, reused = own_classes.dataset_for(collection, previous)
-    run_id = jobs.submit(own_classes.training_config(dataset, weights))
+    backbone, _ = own_classes.best_backbone()
+    run_id = jobs.submit(own_classes.training_config(dataset, backbone))
     while jobs.status(run_id)["state"] not in runs.TERMINAL_STATES:
         time.sleep(0.2)
     status = jobs.status(run_id)
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=3, choices=(2, 3))
     parser.add_argument("--per-class", type=int, default=20)
-    parser.add_argument("--weights", help="MobileNetV2 no-top weights file (default: best installed)")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="MobileNetV2 no-top weights file")
     arguments = parser.parse_args(argv)
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: this benchmark needs the shared photos", file=sys.stderr)
@@ -87,19 +91,16 @@ def main(argv=None) -> int:
         os.environ["TLLAB_RUNS_DIR"] = str(Path(root) / "runs")
         from core import own_classes
 
-        weights = arguments.weights
-        if weights is None:
-            weights, note = own_classes.best_weights()
-            if weights is None:
-                print(note, file=sys.stderr)
-                return 2
+        from core import weights
+
+        weights.import_file("mobilenetv2", arguments.weights)
         collection = own_classes.new_collection()[:0]
         for label, files in photos(arguments.per_class, arguments.classes).items():
             own_class = own_classes.add_class(collection, label)
             for name, data in files:
                 own_classes.add_image(own_class, data, name, "upload")
-        first, record, first_results = press_train(collection, None, weights)
-        second, _, second_results = press_train(collection, record, weights)
+        first, record, first_results = press_train(collection, None)
+        second, _, second_results = press_train(collection, record)
     shape = f"{arguments.classes} classes x {arguments.per_class} images at {own_classes.IMAGE_SIZE} px"
     print(f"{'':<44}{'seconds':>10}{'/ target':>10}{'val acc':>10}")
     for what, seconds, results in (("first Train (features computed)", first, first_results),

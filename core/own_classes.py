@@ -7,7 +7,7 @@ and a list of images (``ImageEntry``: a unique file name and the encoded bytes).
    (``core.datasets.custom``; an unchanged collection reuses its dataset, so the backbone's
    features are computed once and read from the bottleneck cache afterwards);
 2. submits a normal training job (``core.jobs.submit``): MobileNetV2 feature extraction on the
-   best installed ImageNet weights. The run shows up on the Runs, Compare and Classify pages.
+   best installed ImageNet backbone. The run shows up on the Runs, Compare and Classify pages.
 
 ``seconds_to_usable_model`` measures the time from pressing Train to the run's end.
 """
@@ -19,6 +19,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core import imaging, runs
 from core.datasets import base, custom
@@ -31,11 +32,12 @@ MAX_CLASSES = 10
 MAX_IMAGES_PER_CLASS = 200
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # one snapshot or upload
 BACKBONE = "mobilenetv2"
+BACKBONES = ("mobilenetv2", "mobilenet")  # best first: MobileNetV2 1.0 is the more accurate
+IMAGENET_WEIGHTS = "imagenet"
 IMAGE_SIZE = 224
 TARGET_SECONDS = 30.0
 # A linear-ish head on pooled ImageNet features: a few epochs of Adam are enough.
 TRAINING_SETTINGS = {
-    "model": BACKBONE,
     "strategy": "feature-extraction",
     "image_size": IMAGE_SIZE,
     "epochs": 6,
@@ -184,27 +186,32 @@ def dataset_for(collection: list[OwnClass], previous: dict | None) -> tuple[str,
     return create_dataset(collection), False
 
 
-def best_weights() -> tuple[str | None, str]:
-    """The best installed ImageNet weights for the backbone, without downloading.
+def best_backbone() -> tuple[str | None, str]:
+    """The best backbone whose ImageNet (no-top) weights are installed, without downloading.
 
     Returns:
-        ``(weights setting, description)``; ``(None, how to get them)`` when none is installed.
+        ``(backbone, description)``; ``(None, how to install weights)`` when none is installed.
     """
-    from core.models import backbones
+    from core import weights
 
-    for path in backbones.discover_local_weights(BACKBONE):
-        return str(path), f"{BACKBONE} ImageNet weights from {path.name}"
-    if backbones.imagenet_weights_cached(BACKBONE, IMAGE_SIZE):
-        return backbones.IMAGENET, f"{BACKBONE} ImageNet weights (Keras cache)"
-    return None, (f"No ImageNet weights for {BACKBONE} are installed. Import a Keras weights "
-                  f"file into <data root>/{backbones.LOCAL_WEIGHTS_FOLDER}/"
-                  f"{backbones.LOCAL_WEIGHTS_NAMES[BACKBONE][-1]} (or download them on the "
-                  "Transfer learning page), then press Train again.")
+    for backbone in BACKBONES:
+        entry = weights.installed(backbone, weights.NO_TOP)
+        if entry:
+            return backbone, f"{backbone} ImageNet weights ({Path(entry['path']).name})"
+    return None, (f"No ImageNet weights are installed for {' or '.join(BACKBONES)}. Import a "
+                  f"Keras weights file with `python -m core.weights get {BACKBONE} --from FILE` or "
+                  "on the Datasets page (weights section), then press Train.")
 
 
-def training_config(dataset: str, weights: str) -> dict:
-    """The job's config: MobileNetV2 feature extraction on ``dataset`` with ``weights``."""
-    return dict(TRAINING_SETTINGS, dataset=dataset, weights=weights)
+def training_config(dataset: str, backbone: str = BACKBONE, weights: str = IMAGENET_WEIGHTS) -> dict:
+    """The job's config: feature extraction with ``backbone`` on ``dataset``.
+
+    Args:
+        dataset: the custom dataset's name.
+        backbone: ``mobilenetv2`` (default) or ``mobilenet``.
+        weights: a ``weights`` setting; default ``"imagenet"`` (the installed file, offline).
+    """
+    return dict(TRAINING_SETTINGS, model=backbone, dataset=dataset, weights=weights)
 
 
 def seconds_to_usable_model(pressed_at: float, status: dict) -> float | None:

@@ -40,15 +40,15 @@ def cancel_runs():
 
 
 @pytest.fixture
-def local_weights(isolated_roots):
-    """A random-weights MobileNetV2 file where ``best_weights`` looks (no download, offline)."""
+def local_weights(tmp_path):
+    """A random-weights MobileNetV2 file imported as its ImageNet weights (offline)."""
     import keras
 
-    folder = isolated_roots["data"] / "weights"
-    folder.mkdir()
-    path = folder / "mobilenetv2_notop.weights.h5"
+    from core import weights
+
+    path = tmp_path / "mobilenetv2_random_notop.weights.h5"
     keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3)).save_weights(path)
-    return path
+    return weights.import_file("mobilenetv2", path)
 
 
 def test_collection_rules_and_unique_dataset_names():
@@ -140,7 +140,8 @@ def test_train_creates_a_unique_dataset_and_submits_a_normal_job(local_weights, 
     record = app.session_state["own_run"]
     config = runs.read_config(runs.run_path(record["run_id"]))
     assert (config["model"], config["strategy"], config["image_size"]) == ("mobilenetv2", "feature-extraction", 224)
-    assert config["weights"] == str(local_weights)
+    assert config["weights"] == "imagenet"
+    assert config.get("weights_sha256") in (None, local_weights["sha256"])
     assert config["dataset"] == record["dataset"] and record["dataset"].startswith("own-")
     assert registry.get_info(record["dataset"]).class_names == ["Class 1", "Class 2"]
     assert record["run_id"] in [summary.run_id for summary in runs.list_runs()]

@@ -6,7 +6,6 @@ The collection (classes and their images) lives in ``st.session_state["own_colle
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 
@@ -17,6 +16,7 @@ from core import imaging, jobs, own_classes, runs
 from core.datasets import DatasetError
 from core.predictor import format_probability, model_mtime
 from ui import classify as classify_ui
+from ui import imagenet as imagenet_ui
 from ui import training as training_ui
 
 LOGGER = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ THUMBNAIL_PIXELS = 72
 THUMBNAILS_SHOWN = 12
 TOP_K = 3
 TEST_MODES = ("Webcam snapshot", "Upload", "Live webcam")
-IMAGENET_BACKBONE = "mobilenetv2"
 
 
 def init_state() -> list[own_classes.OwnClass]:
@@ -132,22 +131,22 @@ def active_run_id() -> str | None:
 def train_panel(collection: list, busy: bool) -> None:
     """The Train button (creates the dataset, submits the job) and what blocks it."""
     blockers = own_classes.problems(collection)
-    weights, weights_note = own_classes.best_weights()
-    st.caption(f"MobileNetV2 feature extraction at {own_classes.IMAGE_SIZE} px: the frozen "
-               "ImageNet backbone turns each image into features once, and only a small head is "
-               f"trained. {weights_note if weights else ''}")
-    if weights is None:
+    backbone, weights_note = own_classes.best_backbone()
+    st.caption(f"Feature extraction at {own_classes.IMAGE_SIZE} px: the frozen ImageNet backbone "
+               "turns each image into features once, and only a small head is trained. "
+               f"{weights_note if backbone else ''}")
+    if backbone is None:
         st.warning(weights_note, icon=":material/download:")
     if blockers:
         st.info("To train: " + "; ".join(blockers) + ".", icon=":material/info:")
     pressed = st.button("Train", key="own_train", type="primary", icon=":material/model_training:",
-                        disabled=bool(blockers) or busy or weights is None)
+                        disabled=bool(blockers) or busy or backbone is None)
     if not pressed:
         return
     pressed_at = time.time()
     try:
         dataset, reused = own_classes.dataset_for(collection, st.session_state.get("own_last_dataset"))
-        run_id = jobs.submit(own_classes.training_config(dataset, weights))
+        run_id = jobs.submit(own_classes.training_config(dataset, backbone))
     except (DatasetError, ValueError, OSError) as error:
         st.session_state["own_message"] = ("error", f"Could not start training: {error}")
         st.rerun()
@@ -186,25 +185,6 @@ def run_panel() -> dict | None:
     return record
 
 
-@st.cache_resource(show_spinner="Loading the ImageNet classifier…", max_entries=1)
-def imagenet_classifier():
-    """``core.inference.ImageNetClassifier`` (raises when its weights are not installed)."""
-    from core.inference import ImageNetClassifier
-
-    return ImageNetClassifier.load(backbone=IMAGENET_BACKBONE)
-
-
-def imagenet_top(image) -> tuple[list[tuple[str, float]] | None, str]:
-    """ImageNet's top classes for one image, or ``(None, why not)``."""
-    try:
-        classifier = imagenet_classifier()
-        probabilities = np.asarray(classifier.predict([image]))[0]
-    except Exception as error:  # noqa: BLE001 - optional comparison: a note, never a crash
-        return None, f"ImageNet's own view is not available here ({error})."
-    order = np.argsort(probabilities)[::-1][:TOP_K]
-    return [(classifier.class_names[index], float(probabilities[index])) for index in order], ""
-
-
 def show_prediction(predictor, image, key: str) -> None:
     """Your model's top classes beside what the ImageNet classifier sees."""
     mine, imagenet = st.columns(2)
@@ -219,13 +199,7 @@ def show_prediction(predictor, image, key: str) -> None:
                         text=f"{row['class_name']}: {format_probability(row['probability'])}")
         st.caption(f"{milliseconds:.0f} ms")
     with imagenet:
-        st.markdown("**What ImageNet sees** (the backbone's original 1,000 classes)")
-        top, note = imagenet_top(image)
-        if top is None:
-            st.caption(note)
-        else:
-            for name, probability in top:
-                st.progress(probability, text=f"{name}: {format_probability(probability)}")
+        imagenet_ui.imagenet_top_k(image, key=key)
     st.image(image, width=224, caption="input")
 
 
@@ -253,12 +227,3 @@ def test_panel(record: dict) -> None:
                 show_prediction(predictor, image, key="own_test_upload_result")
     else:
         classify_ui.live_mode(predictor, key="own_live_webcam")
-
-
-def image_bytes(array: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 RGB array (tests and demos feed generated pictures this way)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()

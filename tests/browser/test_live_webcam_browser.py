@@ -49,11 +49,15 @@ def _random_weights(path) -> None:
 
 
 @pytest.fixture(scope="module")
-def weights_file(browser_dirs):
-    """A random-weights MobileNetV2 where ``core.own_classes.best_weights`` finds it."""
-    path = browser_dirs["data"] / "weights" / "mobilenetv2_notop.weights.h5"
-    if not path.exists():
-        _random_weights(path)
+def weights_file(browser_dirs, tmp_path_factory):
+    """A random-weights MobileNetV2 imported as the server's ImageNet weights (what the page's
+    Train uses); returns the file."""
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv2_random_notop.weights.h5"
+    _random_weights(path)
+    environment = dict(os.environ, TLLAB_DATA_DIR=str(browser_dirs["data"]))
+    completed = subprocess.run([sys.executable, "-m", "core.weights", "get", "mobilenetv2", "--from", str(path)],
+                               cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
     return path
 
 
