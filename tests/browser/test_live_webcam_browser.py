@@ -119,25 +119,6 @@ def camera_page(camera_browser, streamlit_server):
     context.close()
 
 
-def test_live_webcam_shows_a_class_name_of_the_selected_run(camera_page, colours_run):
-    page = camera_page
-    page.goto(page.app_url(f"classify?run={colours_run}"))
-    wait_for_text(page, "Live webcam")
-    page.get_by_text("Live webcam", exact=True).click()
-    start = page.frame_locator("iframe").first.get_by_role("button", name="START")
-    start.click(timeout=60_000)
-    answer = page.get_by_text("Last answer:", exact=False).first
-    answer.wait_for(state="visible", timeout=LIVE_TIMEOUT_MS)
-    text = answer.inner_text()
-    save_screenshot(page, "classify_live_webcam")
-    assert any(name in text for name in CLASS_NAMES), text
-    assert "FPS" in text
-    # Stop the stream, so the server does not keep classifying frames for the next test.
-    page.frame_locator("iframe").first.get_by_role("button", name="STOP").click()
-    assert page.get_by_text("Traceback").count() == 0
-    assert not page.locator("[data-testid='stException']").count()
-
-
 SNAPSHOTS_PER_CLASS = 5
 OWN_TRAIN_TIMEOUT_MS = 240_000
 
@@ -173,8 +154,17 @@ def test_own_classes_flow_two_classes_snapshots_train_test(camera_page, weights_
     wait_for_text(page, "1. Classes and pictures")
     _take_snapshots(page, "own_class_0_card", "Class 1", SNAPSHOTS_PER_CLASS)
     _take_snapshots(page, "own_class_1_card", "Class 2", SNAPSHOTS_PER_CLASS)
-    page.get_by_role("button", name="Train").click()
-    wait_for_text(page, "From pressing Train to a usable model", timeout_ms=OWN_TRAIN_TIMEOUT_MS)
+    for _ in range(3):  # a click that lands while the previous rerun finishes can be dropped
+        page.get_by_role("button", name="Train").click()
+        try:
+            wait_for_text(page, "also on the Runs, Compare and Classify pages", timeout_ms=15_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: click again
+            continue
+    try:
+        wait_for_text(page, "From pressing Train to a usable model", timeout_ms=OWN_TRAIN_TIMEOUT_MS)
+    finally:
+        save_screenshot(page, "own_classes_after_train")
     wait_for_text(page, "3. Test it")
     _take_photo(page.locator(".st-key-own_test_camera"))
     try:
@@ -184,5 +174,26 @@ def test_own_classes_flow_two_classes_snapshots_train_test(camera_page, weights_
     text = page.get_by_text("Your model:", exact=False).first.inner_text()
     save_screenshot(page, "own_classes_flow")
     assert "Class 1" in text or "Class 2" in text, text
-    wait_for_text(page, "What ImageNet sees")
+    wait_for_text(page, "What ImageNet already sees")  # here: how to install the with-top weights
+    assert not page.locator("[data-testid='stException']").count()
+
+
+def test_live_webcam_shows_a_class_name_of_the_selected_run(camera_page, colours_run):
+    page = camera_page
+    page.goto(page.app_url(f"classify?run={colours_run}"))
+    wait_for_text(page, "Live webcam")
+    page.get_by_text("Live webcam", exact=True).click()
+    start = page.frame_locator("iframe").first.get_by_role("button", name="START")
+    start.click(timeout=60_000)
+    answer = page.get_by_text("Last answer:", exact=False).first
+    answer.wait_for(state="visible", timeout=LIVE_TIMEOUT_MS)
+    text = answer.inner_text()
+    save_screenshot(page, "classify_live_webcam")
+    assert any(name in text for name in CLASS_NAMES), text
+    assert "FPS" in text
+    # Stop the stream, so the server does not keep classifying frames for the next test.
+    webrtc = page.frame_locator("iframe").first
+    webrtc.get_by_role("button", name="STOP").click()
+    webrtc.get_by_role("button", name="START").wait_for(state="visible")
+    assert page.get_by_text("Traceback").count() == 0
     assert not page.locator("[data-testid='stException']").count()
