@@ -17,6 +17,7 @@ PAGES = (
     ("Data", "pages/datasets.py", "Data & weights", ":material/dataset:"),
     ("Train", "pages/train_lenet.py", "Train LeNet-5", ":material/model_training:"),
     ("Train", "pages/transfer.py", "Transfer learning", ":material/move_up:"),
+    ("Train", "pages/own_classes.py", "Your own classes", ":material/photo_camera:"),
     ("Compare & classify", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("Compare & classify", "pages/classify.py", "Classify images", ":material/image_search:"),
     ("Runs", "pages/runs.py", "Runs", ":material/history:"),
@@ -36,6 +37,7 @@ def build_navigation():
 def run() -> None:
     """Configures the page, initialises session state once, and runs the selected page."""
     st.set_page_config(page_title=APP_TITLE, page_icon=":material/traffic:", layout="wide")
+    common.preload_webrtc_binding()  # before any page loads TensorFlow (see its docstring)
     common.init_session_state()
     navigation = build_navigation()
     navigation.run()

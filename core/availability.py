@@ -9,7 +9,7 @@ from core.datasets import registry
 def dataset_rows() -> list[dict]:
     """One row per registered dataset: name, title, status and image counts per split."""
     rows = []
-    for name in registry.DATASET_NAMES:
+    for name in registry.dataset_names():
         info = registry.get_info(name)
         state = registry.status(name)
         per_class = registry.split_counts(name)["counts"] if state == "ready" else {}

@@ -18,20 +18,21 @@ def default_selection() -> str:
     return "synthetic-signs"
 
 
-if "datasets_selected" not in st.session_state:
+if st.session_state.get("datasets_selected") not in registry.dataset_names():  # absent or deleted
     st.session_state["datasets_selected"] = default_selection()
 common.init_session_state(DEFAULTS)
 
 common.page_header(
     "Datasets",
-    "GTSRB and Dogs vs Cats, downloaded or imported from local files, and a **synthetic** traffic-sign "
-    "set generated on this machine so that every page works without data.",
+    "GTSRB and Dogs vs Cats, downloaded or imported from local files, a **synthetic** traffic-sign "
+    "set generated on this machine so that every page works without data, and your own datasets "
+    "(`python -m core.datasets create` or the *Your own classes* page).",
 )
 st.caption(f"Data root: `{paths.data_dir()}` (set `TLLAB_DATA_DIR` to move it)")
 st.dataframe(view.overview_table(), hide_index=True, key="datasets_overview")
 
-name = st.radio("Dataset", registry.DATASET_NAMES, horizontal=True, key="datasets_selected",
-                format_func=lambda value: view.SHORT_TITLES[value])
+name = st.radio("Dataset", registry.dataset_names(), horizontal=True, key="datasets_selected",
+                format_func=view.short_title)
 info = registry.get_info(name)
 st.subheader(info.title)
 if info.synthetic:

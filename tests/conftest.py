@@ -23,6 +23,11 @@ ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 SERVER_START_TIMEOUT_SECONDS = 90
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:  # as app.py does: streamlit-webrtc's SRTP binding crashes when first loaded after TensorFlow
+    import pylibsrtp  # noqa: F401
+except ImportError:
+    pass
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from typing import Any
 
@@ -34,6 +35,14 @@ SIGN_DATASETS = ("gtsrb", "synthetic-signs")
 POLL_SECONDS = 2.0
 QUICK_TRAIN_CONFIG = {"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs",
                       "epochs": 4, "labels_per_class": 80}
+LIVE_POLL_SECONDS = 1.0
+LAN_HTTP_HELP = (
+    "This page is open at {url} over plain http from another machine, and browsers only give "
+    "the camera to **https** pages or to **localhost**. For live video, serve the app over https "
+    "(`streamlit run app.py --server.sslCertFile cert.pem --server.sslKeyFile key.pem`) or open it "
+    "on the machine that runs it. Meanwhile, take a photo with the file input below (on a "
+    "phone it opens the camera app, which needs no https):"
+)
 WEBRTC_HELP = (
     "Live webcam classification needs the **streamlit-webrtc** package (`pip install "
     "streamlit-webrtc`), a camera, and a page served over **https** or from **localhost** "
@@ -321,40 +330,103 @@ def internet_mode(predictor: Predictor) -> None:
             width=120)
 
 
-# --- live webcam (optional package) ----------------------------------------------------------
+# --- live webcam (streamlit-webrtc) -----------------------------------------------------------
 
-def live_mode(predictor: Predictor) -> None:
-    """Live webcam classification via streamlit-webrtc; explains what is missing otherwise."""
-    try:
-        import streamlit_webrtc  # noqa: F401 - optional dependency
-    except ImportError:
+def live_mode(predictor: Predictor, key: str = "classify_live") -> None:
+    """Live webcam classification: top-3 and FPS drawn on the video, the last answer under it.
+
+    Over plain http from another machine (a LAN seminar), browsers refuse the camera: the page
+    says so and offers a snapshot instead.
+
+    Args:
+        predictor: the run's ``Predictor``.
+        key: widget key prefix (one per place on a page).
+    """
+    import importlib.util
+
+    from core import live
+
+    if importlib.util.find_spec("streamlit_webrtc") is None:  # in requirements.txt; absent on trimmed installs
         st.info(WEBRTC_HELP, icon=":material/videocam_off:")
+        _snapshot_fallback(predictor, key)
+        return
+    if "tensorflow" in sys.modules and "pylibsrtp" not in sys.modules:
+        # Importing the WebRTC stack now would crash the server (see common.preload_webrtc_binding).
+        st.error("Live video needs the server started through `app.py` (`make run` or `streamlit "
+                 "run app.py`), which loads the WebRTC libraries before TensorFlow. Use a snapshot "
+                 "meanwhile.", icon=":material/videocam_off:")
+        _snapshot_fallback(predictor, key)
+        return
+    url = _page_url()
+    if not live.is_secure_origin(url):
+        st.warning(LAN_HTTP_HELP.format(url=url), icon=":material/lock_open:")
+        _snapshot_fallback(predictor, key, secure=False)
         return
     try:
-        _live_stream(predictor)
+        _live_stream(predictor, key)
     except Exception as error:  # noqa: BLE001 - a camera/https problem must not break the page
         LOGGER.exception("live webcam failed")
         st.error(f"The live webcam could not start ({error}). {WEBRTC_HELP}")
 
 
-def _live_stream(predictor: Predictor) -> None:
+def _page_url() -> str | None:
+    try:
+        return st.context.url
+    except Exception:  # noqa: BLE001 - AppTest and old servers have no URL
+        return None
+
+
+def _snapshot_fallback(predictor: Predictor, key: str, secure: bool = True) -> None:
+    """A snapshot instead of video: the camera widget on secure pages; elsewhere a file input,
+    which on a phone opens its camera app (that works over plain http)."""
+    if secure:
+        shot = st.camera_input("Take a picture instead", key=f"{key}_snapshot")
+    else:
+        shot = st.file_uploader("Take a photo (phones open the camera) or upload one",
+                                type=list(imaging.UPLOAD_EXTENSIONS), key=f"{key}_snapshot_upload",
+                                help=upload_caption())
+    if shot is not None:
+        for _, image in decode_uploads([shot]):
+            show_result(predictor, None, "webcam snapshot", image, key=f"{key}_snapshot_result",
+                        show_gradcam=False)
+
+
+def _annotator(predictor: Predictor, key: str):
+    """One ``core.live.FrameAnnotator`` per (widget, predictor) in this session."""
+    from core import live
+
+    state_key = f"{key}_annotator"
+    annotator = st.session_state.get(state_key)
+    if annotator is None or annotator.predictor is not predictor:
+        annotator = live.FrameAnnotator(predictor)
+        st.session_state[state_key] = annotator
+    return annotator
+
+
+def _live_stream(predictor: Predictor, key: str) -> None:
     import av
-    import cv2
     from streamlit_webrtc import webrtc_streamer
 
+    annotator = _annotator(predictor, key)
+
     def annotate(frame):  # runs in streamlit-webrtc's thread: no st.* calls here
-        image = frame.to_ndarray(format="rgb24")
-        top = predictor.top_k([image], k=1)[0][0]
-        text = f"{top['class_name']} {format_probability(top['probability'])}"
-        cv2.putText(image, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 4)
-        cv2.putText(image, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (192, 57, 43), 2)
+        image = annotator(frame.to_ndarray(format="rgb24"))
         return av.VideoFrame.from_ndarray(image, format="rgb24")
 
-    webrtc_streamer(key="classify_live", video_frame_callback=annotate,
-                    media_stream_constraints={"video": True, "audio": False})
-    st.caption("Each frame is classified by the chosen run; the label is drawn on the video. "
-               "If the video stays black, allow the camera and open the app over https or "
-               "localhost.")
+    context = webrtc_streamer(key=key, video_frame_callback=annotate,
+                              media_stream_constraints={"video": True, "audio": False})
+    st.caption("Press START and allow the camera: each frame goes through the chosen run's "
+               "model; its top-3 classes and the frames per second are drawn on the video.")
+    _live_answer(annotator, key, bool(context.state.playing))
+
+
+@st.fragment(run_every=LIVE_POLL_SECONDS)
+def _live_answer(annotator, key: str, playing: bool) -> None:
+    """The last answer in text under the video, refreshed while frames arrive."""
+    from core import live
+
+    if playing or annotator.last() is not None:
+        st.markdown(live.summary_text(annotator.last()))
 
 
 # --- bare machine: quick train -------------------------------------------------------------

@@ -41,6 +41,20 @@ def ensure_app_shell() -> None:
         st.rerun()
 
 
+def preload_webrtc_binding() -> None:
+    """Loads streamlit-webrtc's SRTP binding (``pylibsrtp``) before TensorFlow can load.
+
+    ``pylibsrtp`` bundles libsrtp with its own OpenSSL; imported for the first time *after*
+    TensorFlow in the same process, its ``srtp_init()`` crashes the whole server (SIGSEGV).
+    Imported first, both work. ``app.run`` calls this before any page; a cheap no-op later
+    and when the package is absent.
+    """
+    try:
+        import pylibsrtp  # noqa: F401 - loaded for its side effect on the process's symbols
+    except ImportError:
+        pass
+
+
 def page_header(title: str, intro: str | None = None) -> None:
     """Renders a page title with an optional one-paragraph introduction.
 

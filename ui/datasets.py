@@ -42,6 +42,11 @@ predicts test accuracy.
 """
 
 
+def short_title(name: str) -> str:
+    """The radio label of a dataset (a custom dataset shows its own name)."""
+    return SHORT_TITLES.get(name, name)
+
+
 def data_version(name: str) -> str:
     """Changes whenever the dataset's manifest or cache changes (a cache key for the page)."""
     folder = base.dataset_dir(name)
@@ -81,7 +86,7 @@ def cached_augmentation(spec_items: tuple):
 def overview_table() -> pd.DataFrame:
     """One row per dataset: status, size on disk, images per split."""
     rows = []
-    for name in registry.DATASET_NAMES:
+    for name in registry.dataset_names():
         details = registry.status_details(name)
         version = data_version(name)
         counts = cached_counts(name, version)["counts"] if details["status"] == "ready" else {}
@@ -168,6 +173,15 @@ def render_actions(name: str, state: str) -> None:
     """Download, import (path box and zip uploader) and delete (with confirmation)."""
     busy = state == "downloading"
     info = registry.get_info(name)
+    if base.is_custom(name):
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Your own dataset**: built from your images with "
+                        "`python -m core.datasets create` or the *Your own classes* page. "
+                        "To change it, delete it and create it again.")
+        with right:
+            render_delete(name, busy, "Delete")
+        return
     if info.synthetic:
         left, right = st.columns(2)
         with left:
@@ -259,7 +273,7 @@ def render_distribution(name: str, counts: dict) -> None:
     if not per_split:
         return
     figure = dataset_charts.class_distribution_figure(counts["class_names"], per_split,
-                                                      title=f"{SHORT_TITLES[name]}: images per class and split")
+                                                      title=f"{short_title(name)}: images per class and split")
     st.plotly_chart(figure, key=f"datasets_distribution_{name}")
     tracks = counts.get("tracks")
     if tracks:

@@ -1,10 +1,10 @@
-"""Datasets: GTSRB, Dogs vs Cats and synthetic signs behind one interface.
+"""Datasets: GTSRB, Dogs vs Cats, synthetic signs and custom datasets behind one interface.
 
 * ``load(name, split, image_size=None, ...) -> DatasetSplit``: decoded uint8 RGB arrays
   (cached on disk after the first decode).
 * ``get(name, sources=None, progress=None)``: import from local zips/folders, or download.
 * ``delete(name)``; ``registry`` (names, info, status, counts, disk use); ``preprocess``
-  (preprocessing and Keras augmentation). CLI: ``python -m core.datasets get|info|delete``.
+  (preprocessing and Keras augmentation). CLI: ``python -m core.datasets get|create|info|delete|list``.
 
 Importing this package does no work: nothing is generated, decoded or read until called.
 """
@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from core.datasets import base, dogs_vs_cats, gtsrb, registry, signs, synthetic_signs
+from core.datasets import base, custom, dogs_vs_cats, gtsrb, registry, signs, synthetic_signs
 from core.datasets.base import DATASET_NAMES, DatasetError, DatasetSplit
 
-__all__ = ["DATASET_NAMES", "DatasetError", "DatasetSplit", "delete", "get", "load", "registry"]
+__all__ = ["DATASET_NAMES", "DatasetError", "DatasetSplit", "create", "delete", "get", "load", "registry"]
 
 
 def _cap(images, labels, file_names, size, seed, name, what):
@@ -43,7 +43,8 @@ def load(name: str, split: str, image_size: int | None = None, *, train_size: in
     """Loads one split of one dataset as decoded arrays.
 
     Args:
-        name: ``"gtsrb"``, ``"dogs-vs-cats"`` or ``"synthetic-signs"``.
+        name: ``"gtsrb"``, ``"dogs-vs-cats"``, ``"synthetic-signs"`` or an installed custom
+            dataset (``core.datasets.custom``).
         split: ``"train"``, ``"val"`` or ``"test"`` (test only where the dataset has one).
         image_size: side of the square images; default the dataset's natural size (32 for the
             signs, 224 for dogs-vs-cats).
@@ -84,6 +85,12 @@ def load(name: str, split: str, image_size: int | None = None, *, train_size: in
         cap = train_size if split == "train" else valid_size if split == "val" else None
         images, labels, file_names = _cap(images, labels, file_names, cap, seed, name,
                                           "train_size" if split == "train" else "valid_size")
+    elif base.is_custom(name):
+        images, labels, file_names = custom.load_split(name, split, size, split_seed=split_seed,
+                                                       use_cache=use_cache)
+        cap = train_size if split == "train" else valid_size
+        images, labels, file_names = _cap(images, labels, file_names, cap, seed, name,
+                                          "train_size" if split == "train" else "valid_size")
     elif name == "dogs-vs-cats":
         images, labels, file_names, _ = dogs_vs_cats.load_split(
             split, size,
@@ -118,6 +125,9 @@ def get(name: str, sources=None, progress=None, *, variant: str | None = None) -
         The dataset's manifest (synthetic-signs: the generated split sizes).
     """
     base.check_name(name)
+    if base.is_custom(name):
+        raise DatasetError(f"{name!r} is a custom dataset: it is built with `python -m core.datasets "
+                           f"create`, not fetched; delete it and create it again to change it")
     if name == "synthetic-signs":
         if sources:
             raise DatasetError("synthetic-signs is generated, it cannot be imported from files")
@@ -134,6 +144,11 @@ def get(name: str, sources=None, progress=None, *, variant: str | None = None) -
     from core.datasets import download
 
     return download.download_and_install(name, progress=progress, variant=variant)
+
+
+def create(name: str, classes, *, title: str | None = None, progress=None) -> dict:
+    """Builds a custom dataset from your own images (see ``core.datasets.custom.create``)."""
+    return custom.create(name, classes, title=title, progress=progress)
 
 
 def delete(name: str) -> int:

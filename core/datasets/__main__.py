@@ -1,4 +1,4 @@
-"""Command line: ``python -m core.datasets get|info|delete|list``.
+"""Command line: ``python -m core.datasets get|create|info|delete|list``.
 
 Examples::
 
@@ -9,6 +9,12 @@ Examples::
     python -m core.datasets get synthetic-signs                      # generate and cache
     python -m core.datasets info gtsrb
     python -m core.datasets delete dogs-vs-cats
+    python -m core.datasets create pets --class cat=photos/cats --class dog=dogs.zip
+    python -m core.datasets create objects --from my_photos/      # one sub-folder per class
+
+``create`` builds a custom dataset from your own images: ``--class LABEL=PATH`` (repeatable; PATH
+a folder, a zip or one image, and a label may repeat to add several paths) or ``--from FOLDER``
+with one sub-folder per class. ``info``, ``delete`` and ``load`` then treat it like the others.
 
 ``--from`` takes an official zip, its extracted folder, or a folder holding the official zips,
 and may repeat. Without ``--from``, ``get`` downloads the official files (progress on stderr).
@@ -24,7 +30,7 @@ import time
 from pathlib import Path
 
 from core import paths
-from core.datasets import background, base, download, progress, registry
+from core.datasets import background, base, custom, download, progress, registry
 
 
 class _ProgressLine:
@@ -136,7 +142,39 @@ def _print_info(name: str, as_json: bool = False) -> None:
               + "  ".join(f"{counts[split][class_id]:>6,}" for split in splits))
 
 
+def parse_class_arguments(values: list[str]) -> dict[str, list[str]]:
+    """``["cat=a", "dog=b", "cat=c"]`` -> ``{"cat": ["a", "c"], "dog": ["b"]}`` (first-seen order).
+
+    Raises:
+        DatasetError: an argument without ``=``, an empty label or an empty path.
+    """
+    classes: dict[str, list[str]] = {}
+    for value in values:
+        label, separator, path = value.partition("=")
+        if not separator or not label.strip() or not path.strip():
+            raise base.DatasetError(f"--class expects LABEL=PATH, received {value!r}")
+        classes.setdefault(label.strip(), []).append(path.strip())
+    return classes
+
+
+def command_create(arguments) -> int:
+    if bool(arguments.classes) == bool(arguments.folder):
+        raise base.DatasetError("create needs either --class LABEL=PATH (repeatable) or --from FOLDER")
+    classes = (parse_class_arguments(arguments.classes) if arguments.classes
+               else custom.classes_from_folder(arguments.folder))
+    line = None if arguments.quiet else _ProgressLine()
+    started = time.perf_counter()
+    manifest = custom.create(arguments.name, classes, title=arguments.title, progress=line)
+    if line is not None:
+        sys.stderr.write("\n")
+    seconds = time.perf_counter() - started
+    print(f"{arguments.name}: created in {seconds:.1f} s under {base.dataset_dir(arguments.name)}")
+    _print_info(arguments.name)
+    return 0
+
+
 def command_info(arguments) -> int:
+    base.check_name(arguments.name)
     _print_info(arguments.name, arguments.json)
     return 0
 
@@ -148,7 +186,7 @@ def command_delete(arguments) -> int:
 
 
 def command_list(arguments) -> int:
-    for name in registry.DATASET_NAMES:
+    for name in registry.dataset_names():
         details = registry.status_details(name)
         usage = registry.disk_usage(name)
         print(f"{name:<16} {details['status']:<12} {download.human_bytes(usage['total']):>10}  {registry.get_info(name).title}")
@@ -168,12 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     get.add_argument("--cleanup", action="append", metavar="PATH", help=argparse.SUPPRESS)
     get.set_defaults(handler=command_get)
+    create = commands.add_parser("create", help="build a custom dataset from your own images")
+    create.add_argument("name", help="new dataset name: lower-case letters, digits, '-' or '_'")
+    create.add_argument("--class", dest="classes", action="append", metavar="LABEL=PATH",
+                        help="a class and a folder, zip or image of it (repeatable)")
+    create.add_argument("--from", dest="folder", metavar="FOLDER",
+                        help="a folder with one sub-folder of images per class")
+    create.add_argument("--title", help="a title for the Datasets page")
+    create.add_argument("--quiet", action="store_true", help="no progress line")
+    create.set_defaults(handler=command_create)
     info = commands.add_parser("info", help="status, disk use, counts per split and class")
-    info.add_argument("name", choices=registry.DATASET_NAMES)
+    info.add_argument("name", help="a built-in dataset or an installed custom one")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=command_info)
     delete = commands.add_parser("delete", help="delete a dataset's files and caches")
-    delete.add_argument("name", choices=registry.DATASET_NAMES)
+    delete.add_argument("name", help="a built-in dataset or an installed custom one")
     delete.set_defaults(handler=command_delete)
     listing = commands.add_parser("list", help="every dataset with its status")
     listing.set_defaults(handler=command_list)

@@ -15,6 +15,7 @@ Layout under the data root (``core.paths.data_dir()``, i.e. ``$TLLAB_DATA_DIR``)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -27,6 +28,8 @@ from core import files, paths
 from core.files import write_json_atomic  # noqa: F401 - the datasets call it as base.write_json_atomic
 
 DATASET_NAMES = ("gtsrb", "dogs-vs-cats", "synthetic-signs")
+CUSTOM_KIND = "custom"  # manifest["kind"] of a dataset built with ``create`` (core.datasets.custom)
+CUSTOM_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
 CACHE_FOLDER = "cache"
@@ -79,11 +82,41 @@ class DatasetSplit:
         return np.bincount(self.labels, minlength=len(self.class_names)).astype(int).tolist()
 
 
+def is_custom(name) -> bool:
+    """True when ``name`` is an installed custom dataset (a folder under the data root whose
+    manifest says ``"kind": "custom"``). Never raises; names with path characters are False."""
+    if not isinstance(name, str) or name in DATASET_NAMES or not CUSTOM_NAME_PATTERN.match(name):
+        return False
+    manifest = read_json(paths.data_dir() / name / MANIFEST_NAME)
+    return bool(manifest) and manifest.get("kind") == CUSTOM_KIND and manifest.get("dataset") == name
+
+
+def custom_dataset_names() -> list[str]:
+    """The installed custom datasets, sorted by name."""
+    root = paths.data_dir()
+    try:
+        children = sorted(child.name for child in root.iterdir() if child.is_dir())
+    except OSError:
+        return []
+    return [name for name in children if is_custom(name)]
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every dataset ``load`` accepts now: the built-in ones, then the installed custom ones."""
+    return DATASET_NAMES + tuple(custom_dataset_names())
+
+
 def check_name(name: str) -> str:
-    """Returns ``name`` when it is a known dataset, else raises a ``DatasetError``."""
-    if name not in DATASET_NAMES:
-        raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
-    return name
+    """Returns ``name`` when it is a built-in or an installed custom dataset.
+
+    Raises:
+        DatasetError: for any other name (including names with path characters).
+    """
+    if name in DATASET_NAMES or is_custom(name):
+        return name
+    known = ", ".join(dataset_names())
+    raise DatasetError(f"unknown dataset {name!r}; expected one of {known} (or a custom dataset "
+                       "built with `python -m core.datasets create`)")
 
 
 def dataset_dir(name: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.datasets import base, dogs_vs_cats, gtsrb, registry, signs, synthetic_signs
+from core.datasets import base, custom, dogs_vs_cats, gtsrb, registry, signs, synthetic_signs
 
 MAX_PER_CLASS = 16
 
@@ -42,6 +42,10 @@ def samples(name: str, per_class: int = 1, classes=None, split: str = "train",
         paths = [folder / record.file_name for record in records]
         file_names = [record.file_name for record in records]
         labels = np.array([record.class_id for record in records], dtype=np.int64)
+    elif base.is_custom(name):
+        file_names, labels = custom.plan_split(name, split)
+        folder = base.dataset_dir(name) / custom.PART
+        paths = [folder / file_name for file_name in file_names]
     else:
         split_folder, file_names, labels = dogs_vs_cats.plan_split(split)
         folder = base.dataset_dir(name) / dogs_vs_cats.PART / split_folder
@@ -86,6 +90,6 @@ def grid(images, columns: int, tile: int = 64, pad: int = 2, background: int = 2
 def class_label(name: str, class_id: int) -> str:
     """``"14 Stop"`` for the signs, the class name for the others."""
     names = registry.get_info(name).class_names
-    if len(names) == signs.NUM_CLASSES and name != "dogs-vs-cats":
+    if len(names) == signs.NUM_CLASSES and name in ("gtsrb", "synthetic-signs"):
         return f"{class_id} {names[class_id]}"
     return names[class_id]

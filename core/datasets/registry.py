@@ -1,6 +1,7 @@
 """The registry: every dataset behind one interface (facts, status, disk use, counts, delete).
 
-``DATASET_NAMES`` lists them; ``get_info(name)`` gives title, class names, natural image size,
+``DATASET_NAMES`` lists the built-in ones and ``dataset_names()`` adds the installed custom
+datasets (``core.datasets.custom``); ``get_info(name)`` gives title, class names, natural image size,
 splits and whether the data is synthetic; ``status(name)`` is one of ``STATUSES``.
 """
 
@@ -8,10 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from core.datasets import base, cache, dogs_vs_cats, gtsrb, progress, signs, synthetic_signs
+from core.datasets import base, cache, custom, dogs_vs_cats, gtsrb, progress, signs, synthetic_signs
 
 DATASET_NAMES = base.DATASET_NAMES
 STATUSES = ("absent", "downloading", "ready", "broken")
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The built-in datasets, then the installed custom ones (read from the data root now)."""
+    return base.dataset_names()
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,24 @@ class DatasetInfo:
 def get_info(name: str) -> DatasetInfo:
     """Facts about one dataset; raises ``DatasetError`` for an unknown name."""
     base.check_name(name)
+    if base.is_custom(name):
+        manifest = custom.read_manifest(name)
+        counts = manifest.get("parts", {}).get(custom.PART, {}).get("counts", {})
+        return DatasetInfo(
+            name=name,
+            title=manifest.get("title") or f"Custom dataset {name}",
+            class_names=list(manifest.get("class_names", [])),
+            natural_image_size=custom.NATURAL_IMAGE_SIZE,
+            splits=custom.SPLITS,
+            synthetic=False,
+            description=(
+                f"Your own images: {sum(counts.values()):,} in {len(counts)} classes, created "
+                f"{manifest.get('created_at', '')}. Validation takes "
+                f"{custom.VALID_FRACTION:.0%} of each class (seeded)."
+            ),
+            sources=("created with `python -m core.datasets create` or the Your own classes page",),
+            downloadable=False,
+        )
     if name == "gtsrb":
         manifest = base.read_manifest(name) or {}
         has_test = "test" in manifest.get("parts", {})
@@ -127,7 +151,7 @@ def status_details(name: str) -> dict:
     if missing:
         return {"status": "broken", "reason": f"installed part(s) missing on disk: {missing}",
                 "progress": record}
-    required = "train" if name == "gtsrb" else dogs_vs_cats.PART
+    required = "train" if name == "gtsrb" else custom.PART if base.is_custom(name) else dogs_vs_cats.PART
     if required not in parts:
         return {"status": "broken", "reason": "the training set is not installed", "progress": record}
     return {"status": "ready", "reason": "", "progress": record}
@@ -169,6 +193,8 @@ def split_counts(name: str) -> dict:
         return result
     if name == "gtsrb":
         result.update(gtsrb.split_summary())
+    elif base.is_custom(name):
+        result.update(custom.split_summary(name))
     else:
         result.update(dogs_vs_cats.split_summary())
     return result
@@ -185,8 +211,10 @@ def delete(name: str) -> int:
         raise base.DatasetError(f"{name} is being downloaded/imported right now; wait for it to finish")
     folder = base.dataset_dir(name)
     freed = base.folder_size(folder)
+    if base.is_custom(name):
+        freed += custom.delete_bottleneck_caches(name)
     if name == "synthetic-signs":
         cache.clear(name)
+    progress.clear(name)  # first: a custom dataset's name stops being valid with its folder
     base.remove_tree(folder)
-    progress.clear(name)
     return freed
