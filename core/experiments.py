@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import runs
+from core import runs, transferability
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -342,12 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     few_shot.add_argument("--freeze", action="store_true",
                           help="keep copied layers frozen (AnB) instead of fine-tuning (AnB+)")
     few_shot.add_argument("--seed", type=int, default=0)
+    transferability.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     arguments = build_parser().parse_args(argv)
+    if arguments.command == transferability.COMMAND:
+        return transferability.main(arguments)
     started = time.monotonic()
     try:
         _check_labels_per_class(arguments.labels_per_class)

@@ -1,0 +1,807 @@
+"""Transferability scores: how well a pretrained source suits a target dataset, before training.
+
+Three published measures, each computed in seconds from one forward pass of the source over the
+target images (no fine-tuning), in NumPy only:
+
+* **LogME** (You, Liu, Wang, Long, ICML 2021): the log marginal evidence, per sample, of a
+  Bayesian linear model from the source's pooled features to each one-hot label column,
+  maximised over the prior precision ``alpha`` and noise precision ``beta`` by the paper's
+  fixed-point iteration (Algorithm 1), averaged over classes. Higher is better.
+* **LEEP** (Nguyen, Hassner, Seeger, Archambeau, ICML 2020): the average log-likelihood of the
+  "expected empirical predictor", which maps the source model's class probabilities to target
+  labels through the empirical conditional P(y | z). Always <= 0; higher is better.
+* **H-score** (Bao, Li, Huang, Wang, Zheng, ICIP 2019): ``tr(cov(f)^-1 cov(E[f | y]))`` of the
+  pooled features f; how much of the features' variance the labels explain. Higher is better.
+
+``score(source, dataset, metric)`` ties them to the app: ``source`` is ``imagenet:BACKBONE``
+(installed ImageNet weights), ``random:BACKBONE`` (a seeded random network: the control) or
+``run:RUN_ID`` (a finished run's convolutional base: the output of its last conv/pool layer).
+Features go through the bottleneck cache that training uses (``core.training.bottleneck``);
+scores are cached on disk under ``<data root>/cache/transferability/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+LOGME = "logme"
+LEEP = "leep"
+HSCORE = "hscore"
+METRICS = (LOGME, LEEP, HSCORE)
+METRIC_TITLES = {LOGME: "LogME", LEEP: "LEEP", HSCORE: "H-score"}
+
+IMAGENET_PREFIX = "imagenet:"
+RANDOM_PREFIX = "random:"
+RUN_PREFIX = "run:"
+BACKBONES = ("mobilenetv2", "mobilenet", "vgg16")
+MOBILENET_ALPHA = 0.75
+IMAGENET_IMAGE_SIZE = 224
+DEFAULT_MAX_IMAGES = 400
+MIN_IMAGES = 4
+FLATTEN_MAX_VALUES = 2048  # feature maps up to this many values are flattened, larger ones averaged
+PROBABILITY_FLOOR = 1e-12
+
+LOGME_MAX_ITERATIONS = 100
+LOGME_TOLERANCE = 1e-3  # relative change of alpha / beta that stops the fixed-point iteration
+PRECISION_MIN, PRECISION_MAX = 1e-10, 1e10  # bounds of alpha and beta
+
+SCORE_CACHE_FOLDER = ("cache", "transferability")
+FEATURES_SPLIT = "train"
+PROBABILITIES_SPLIT = "train-probabilities"
+
+# Files looked for under <data root>/weights/ (the names of Keras' and ../shared's releases).
+WEIGHTS_FILE_NAMES = {
+    ("mobilenetv2", False): ("mobilenetv2_notop.weights.h5", "mobilenetv2_notop.h5",
+                             "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5",
+                             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    ("mobilenetv2", True): ("mobilenetv2_top.weights.h5", "mobilenetv2.weights.h5",
+                            "mobilenet_v2_1.0_224_imagenet.weights.h5",
+                            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
+    ("mobilenet", False): ("mobilenet_notop.weights.h5", "mobilenet_notop.h5",
+                           "mobilenet_v1_0.75_224_imagenet_no_top.weights.h5",
+                           "mobilenet_7_5_224_tf_no_top.h5"),
+    ("mobilenet", True): ("mobilenet_top.weights.h5", "mobilenet.weights.h5",
+                          "mobilenet_v1_0.75_224_imagenet.weights.h5", "mobilenet_7_5_224_tf.h5"),
+    ("vgg16", False): ("vgg16_notop.weights.h5", "vgg16_notop.h5",
+                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    ("vgg16", True): ("vgg16_top.weights.h5", "vgg16.weights.h5",
+                      "vgg16_weights_tf_dim_ordering_tf_kernels.h5"),
+}
+
+ProgressCallback = Callable[[float, str], None]
+
+
+# --- the three measures (NumPy only) --------------------------------------------------------------
+
+def _check_features_labels(features, labels) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    if features.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (samples, dims), received shape {features.shape}")
+    if labels.ndim != 1 or len(labels) != len(features):
+        raise ValueError(f"labels must be 1-D with one label per sample ({len(features)}), "
+                         f"received shape {labels.shape}")
+    if len(labels) < 2:
+        raise ValueError(f"need at least 2 samples, received {len(labels)}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"labels must be non-negative ints, received dtype {labels.dtype}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("features contain NaN or infinite values")
+    return features, labels.astype(np.int64)
+
+
+def logme_evidence(features, target, alpha: float, beta: float) -> float:
+    """The log evidence ``log p(y | F, alpha, beta)`` of the paper's Bayesian linear model (eq. 2).
+
+    ``w ~ N(0, alpha^-1 I)``, ``y | F, w ~ N(F w, beta^-1 I)``; the closed form is
+
+        n/2 log beta + D/2 log alpha - n/2 log 2pi - beta/2 ||F m - y||^2 - alpha/2 m^T m
+        - 1/2 log det(alpha I + beta F^T F),   m = beta A^-1 F^T y,  A = alpha I + beta F^T F.
+
+    Args:
+        features: (n, D) array.
+        target: (n,) real targets (one label column).
+        alpha: prior precision of the weights (> 0).
+        beta: precision of the noise (> 0).
+
+    Returns:
+        The log evidence (not divided by n).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if alpha <= 0 or beta <= 0:
+        raise ValueError(f"alpha and beta must be positive, received alpha={alpha}, beta={beta}")
+    count, dims = features.shape
+    precision = alpha * np.eye(dims) + beta * features.T @ features
+    mean = beta * np.linalg.solve(precision, features.T @ target)
+    residual = float(np.sum((features @ mean - target) ** 2))
+    _, log_det = np.linalg.slogdet(precision)
+    return float(count / 2 * math.log(beta) + dims / 2 * math.log(alpha)
+                 - count / 2 * math.log(2 * math.pi) - beta / 2 * residual
+                 - alpha / 2 * float(mean @ mean) - log_det / 2)
+
+
+def _clip_precision(value: float) -> float:
+    return float(min(max(value, PRECISION_MIN), PRECISION_MAX))
+
+
+def _logme_column(singular_squared: np.ndarray, projected: np.ndarray, target_norm: float,
+                  count: int, dims: int) -> tuple[float, float, float]:
+    """Algorithm 1 of You et al. for one target column, in the SVD basis of F.
+
+    Returns:
+        ``(evidence / n, alpha, beta)`` at the fixed point.
+    """
+    alpha, beta = 1.0, 1.0
+    outside = max(target_norm - float(projected @ projected), 0.0)  # ||y||^2 outside F's span
+    for _ in range(LOGME_MAX_ITERATIONS):
+        gamma = float(np.sum(beta * singular_squared / (alpha + beta * singular_squared)))
+        shrink = beta / (alpha + beta * singular_squared)
+        mean_squared = float(np.sum(singular_squared * (shrink * projected) ** 2))  # m^T m
+        residual = float(np.sum((alpha / (alpha + beta * singular_squared) * projected) ** 2)) + outside
+        # Degenerate features (all zero, or y in F's span) send alpha or beta to infinity;
+        # clipping keeps the evidence finite and equal to its limit up to rounding.
+        new_alpha = _clip_precision(gamma / mean_squared if mean_squared > 0 else PRECISION_MAX)
+        new_beta = _clip_precision((count - gamma) / residual if residual > 0 else PRECISION_MAX)
+        converged = (abs(new_alpha - alpha) / alpha < LOGME_TOLERANCE
+                     and abs(new_beta - beta) / beta < LOGME_TOLERANCE)
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    shrink = beta / (alpha + beta * singular_squared)
+    mean_squared = float(np.sum(singular_squared * (shrink * projected) ** 2))
+    residual = float(np.sum((alpha / (alpha + beta * singular_squared) * projected) ** 2)) + outside
+    log_det = float(np.sum(np.log(alpha + beta * singular_squared))) + (dims - len(singular_squared)) * math.log(alpha)
+    evidence = (count / 2 * math.log(beta) + dims / 2 * math.log(alpha)
+                - count / 2 * math.log(2 * math.pi) - beta / 2 * residual
+                - alpha / 2 * mean_squared - log_det / 2)
+    return evidence / count, alpha, beta
+
+
+def logme(features, labels) -> float:
+    """LogME (You et al., ICML 2021): mean over classes of the maximised evidence per sample.
+
+    Each class k gives one target column ``y = 1[label == k]``; ``alpha`` and ``beta`` are
+    found by the paper's fixed-point iteration, using one SVD of the features for every class.
+
+    Args:
+        features: (n, D) pooled features of the target images.
+        labels: (n,) integer target labels.
+
+    Returns:
+        LogME, a float (typically between -2 and 2; higher = more transferable).
+    """
+    features, labels = _check_features_labels(features, labels)
+    count, dims = features.shape
+    left, singular, _ = np.linalg.svd(features, full_matrices=False)
+    singular_squared = singular ** 2
+    scores = []
+    for label in np.unique(labels):
+        target = (labels == label).astype(np.float64)
+        projected = left.T @ target
+        evidence, _, _ = _logme_column(singular_squared, projected, float(target @ target), count, dims)
+        scores.append(evidence)
+    return float(np.mean(scores))
+
+
+def logme_fit(features, target) -> tuple[float, float, float]:
+    """The fixed point of one column: ``(evidence per sample, alpha, beta)`` (for tests, charts)."""
+    features = np.asarray(features, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    left, singular, _ = np.linalg.svd(features, full_matrices=False)
+    return _logme_column(singular ** 2, left.T @ target, float(target @ target), *features.shape)
+
+
+def leep(probabilities, labels) -> float:
+    """LEEP (Nguyen et al., ICML 2020) from the source model's class probabilities.
+
+    ``P(y, z) = 1/n sum_{i: y_i = y} theta(x_i)_z``, ``P(y | z) = P(y, z) / P(z)`` and
+    ``LEEP = 1/n sum_i log(sum_z P(y_i | z) theta(x_i)_z)``.
+
+    Args:
+        probabilities: (n, Z) source-class probabilities theta(x_i) (rows sum to 1).
+        labels: (n,) integer target labels.
+
+    Returns:
+        LEEP, a float <= 0 (0 when the source's classes determine the target's labels).
+    """
+    probabilities, labels = _check_features_labels(probabilities, labels)
+    if probabilities.min() < 0 or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("probabilities must be non-negative rows that sum to 1 (a softmax output)")
+    count = len(labels)
+    classes = np.unique(labels)
+    one_hot = (labels[:, None] == classes[None, :]).astype(np.float64)  # (n, Y)
+    joint = one_hot.T @ probabilities / count  # (Y, Z)
+    marginal = joint.sum(axis=0, keepdims=True)  # (1, Z)
+    conditional = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
+    expected = probabilities @ conditional.T  # (n, Y): P(y | x) of the expected empirical predictor
+    index = np.searchsorted(classes, labels)
+    return float(np.mean(np.log(np.maximum(expected[np.arange(count), index], PROBABILITY_FLOOR))))
+
+
+def negative_conditional_entropy(source_labels, labels) -> float:
+    """NCE (Tran et al., ICCV 2019): ``-H(Y | Z)`` from hard source labels z (for the LEEP check)."""
+    source_labels = np.asarray(source_labels, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    total = 0.0
+    for source in np.unique(source_labels):
+        chosen = labels[source_labels == source]
+        share = len(chosen) / len(labels)
+        _, counts = np.unique(chosen, return_counts=True)
+        conditional = counts / counts.sum()
+        total += share * float(np.sum(conditional * np.log(conditional)))
+    return total
+
+
+def hscore(features, labels) -> float:
+    """H-score (Bao et al., ICIP 2019): ``tr(cov(f)^-1 cov(E[f | y]))``.
+
+    The pseudo-inverse stands in for the inverse when features are collinear (more dimensions
+    than samples), as the reference implementation does.
+
+    Args:
+        features: (n, D) pooled features.
+        labels: (n,) integer target labels.
+
+    Returns:
+        The H-score, between 0 and min(D, classes - 1); higher = more transferable.
+    """
+    features, labels = _check_features_labels(features, labels)
+    centred = features - features.mean(axis=0, keepdims=True)
+    covariance = centred.T @ centred / len(features)
+    class_means = np.zeros_like(centred)
+    for label in np.unique(labels):
+        chosen = labels == label
+        class_means[chosen] = centred[chosen].mean(axis=0)
+    between = class_means.T @ class_means / len(features)
+    return float(np.trace(np.linalg.pinv(covariance, rcond=1e-10, hermitian=True) @ between))
+
+
+def compute_metric(metric: str, *, features=None, probabilities=None, labels) -> float:
+    """Dispatches to ``logme``, ``leep`` or ``hscore`` (LEEP takes probabilities, others features)."""
+    check_metric(metric)
+    if metric == LEEP:
+        return leep(probabilities, labels)
+    if metric == LOGME:
+        return logme(features, labels)
+    return hscore(features, labels)
+
+
+def check_metric(metric: str) -> str:
+    """Validates a metric name and returns it."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, received {metric!r}")
+    return metric
+
+
+def pool_features(features: np.ndarray) -> np.ndarray:
+    """(N, h, w, c) maps -> (N, D) vectors: flattened when small, else global-average-pooled."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim == 2:
+        return features
+    if features.ndim != 4:
+        raise ValueError(f"features must be (N, D) or (N, h, w, c), received shape {features.shape}")
+    if int(np.prod(features.shape[1:])) <= FLATTEN_MAX_VALUES:
+        return features.reshape(len(features), -1)
+    return features.mean(axis=(1, 2))
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed ``source`` string.
+
+    Attributes:
+        kind: ``"imagenet"``, ``"random"`` or ``"run"``.
+        name: the backbone (imagenet, random) or the run id / folder (run).
+    """
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def parse_source(source: str) -> Source:
+    """Parses ``imagenet:BACKBONE``, ``random:BACKBONE`` or ``run:RUN_ID``.
+
+    Raises:
+        ValueError: for any other text, naming what was received and what is expected.
+    """
+    text = str(source).strip()
+    for prefix in (IMAGENET_PREFIX, RANDOM_PREFIX):
+        if text.startswith(prefix):
+            backbone = text[len(prefix):].strip().lower()
+            if backbone not in BACKBONES:
+                raise ValueError(f"source {text!r} names backbone {backbone!r}; expected one of "
+                                 f"{BACKBONES}")
+            return Source(prefix[:-1], backbone)
+    if text.startswith(RUN_PREFIX) and text[len(RUN_PREFIX):].strip():
+        return Source("run", text[len(RUN_PREFIX):].strip())
+    raise ValueError(f"source must be 'imagenet:BACKBONE', 'random:BACKBONE' (BACKBONE in "
+                     f"{BACKBONES}) or 'run:RUN_ID', received {source!r}")
+
+
+def imagenet_weights_file(backbone: str, include_top: bool = False) -> Path | None:
+    """The installed ImageNet weights file of a backbone (no-top or with-top), or None."""
+    from core.models import backbones as backbone_module
+
+    folder = backbone_module.local_weights_dir()
+    for name in WEIGHTS_FILE_NAMES[(backbone, include_top)]:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _weights_hint(backbone: str, include_top: bool) -> str:
+    from core.models import backbones as backbone_module
+
+    variant = "with-top (1,000-class)" if include_top else "no-top"
+    return (f"no {variant} ImageNet weights for {backbone} are installed; expected one of "
+            f"{WEIGHTS_FILE_NAMES[(backbone, include_top)]} in {backbone_module.local_weights_dir()}")
+
+
+def available_sources(runs_root=None) -> list[str]:
+    """Sources that can be scored now: installed ImageNet backbones, random controls, finished runs."""
+    from core import runs
+
+    sources = [f"{IMAGENET_PREFIX}{backbone}" for backbone in BACKBONES
+               if imagenet_weights_file(backbone) is not None or imagenet_weights_file(backbone, True)]
+    sources += [f"{RANDOM_PREFIX}{backbone}" for backbone in BACKBONES[:2]]
+    for summary in runs.list_runs(runs_root):
+        if not summary.broken and summary.state == runs.COMPLETED and (summary.path / runs.MODEL_FILE).exists():
+            sources.append(f"{RUN_PREFIX}{summary.run_id}")
+    return sources
+
+
+def _build_application(backbone: str, image_size: int, weights_file, include_top: bool):
+    import keras
+
+    shape = (image_size, image_size, 3)
+    weights = str(weights_file) if weights_file is not None else None
+    if backbone == "mobilenetv2":
+        return keras.applications.MobileNetV2(include_top=include_top, weights=weights, input_shape=shape)
+    if backbone == "mobilenet":
+        return keras.applications.MobileNet(alpha=MOBILENET_ALPHA, include_top=include_top,
+                                            weights=weights, input_shape=shape)
+    return keras.applications.VGG16(include_top=include_top, weights=weights, input_shape=shape)
+
+
+def _preprocessing(backbone: str):
+    import keras
+
+    from core.models import vgg16
+
+    if backbone == "vgg16":
+        return vgg16.preprocessing_layer("vgg16")
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{backbone}_preprocessing")
+
+
+FEATURE_LAYERS = {"mobilenetv2": "out_relu", "mobilenet": "conv_pw_13_relu", "vgg16": "block5_pool"}
+
+
+@dataclass
+class SourceModels:
+    """What one source gives: images -> feature maps, and (when known) images -> probabilities.
+
+    Attributes:
+        extractor: Keras model from uint8-valued float images to feature maps.
+        classifier: Keras model to source-class probabilities, or None (see ``missing_classifier``).
+        image_size: side of the square input; ``channels`` its channels.
+        preprocessing: a ``core.datasets.preprocess`` spec applied to the images first.
+        fingerprint: identity of the weights (part of every cache key).
+        missing_classifier: why there is no classifier (for LEEP's error message).
+    """
+
+    extractor: object
+    classifier: object
+    image_size: int
+    channels: int
+    preprocessing: dict
+    fingerprint: str
+    label: str
+    missing_classifier: str = ""
+
+
+def source_fingerprint(source: str) -> str:
+    """A cheap identity of a source's weights (file hashes; no model is built).
+
+    ``imagenet:`` hashes the installed files, ``run:`` the run's ``model.keras``, ``random:`` is
+    identified by its backbone (the seed is part of every cache key anyway).
+    """
+    parsed = parse_source(source)
+    digest = hashlib.sha256(str(parsed).encode())
+    if parsed.kind == "imagenet":
+        for include_top in (False, True):
+            path = imagenet_weights_file(parsed.name, include_top)
+            if path is not None:
+                digest.update(_file_sha256(path).encode())
+    elif parsed.kind == "run":
+        from core import runs
+
+        run_dir = runs.run_path(parsed.name)
+        digest.update(_file_sha256(run_dir / runs.MODEL_FILE).encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_source(source: str, *, image_size: int | None = None, need_classifier: bool = False,
+                seed: int = 0) -> SourceModels:
+    """Builds the models a source scores with.
+
+    Args:
+        source: ``imagenet:BACKBONE``, ``random:BACKBONE`` or ``run:RUN_ID``.
+        image_size: input size for backbones (default 224; with-top ImageNet models need 224);
+            a run always uses its own size.
+        need_classifier: also build the source-class classifier (LEEP).
+        seed: the random control's seed.
+
+    Returns:
+        A ``SourceModels``.
+
+    Raises:
+        ValueError: a bad source, weights that are not installed, an unfinished run.
+    """
+    import keras
+
+    from core.models import backbones as backbone_module
+
+    parsed = parse_source(source)
+    if parsed.kind == "run":
+        return _load_run_source(parsed.name)
+    size = int(image_size or IMAGENET_IMAGE_SIZE)
+    if size < 32:
+        raise ValueError(f"image_size must be at least 32 for {parsed.name}, received {size}")
+    spec = {"image_size": size, "color": "rgb"}
+    if parsed.kind == "random":
+        keras.utils.set_random_seed(int(seed))
+    notop = imagenet_weights_file(parsed.name) if parsed.kind == "imagenet" else None
+    top = imagenet_weights_file(parsed.name, True) if parsed.kind == "imagenet" else None
+    if parsed.kind == "imagenet" and notop is None and top is None:
+        raise ValueError(f"source {source!r}: {_weights_hint(parsed.name, False)}")
+    classifier = None
+    missing = ""
+    use_top = (parsed.kind == "random" or top is not None) and need_classifier
+    if use_top and size != IMAGENET_IMAGE_SIZE:
+        use_top = False
+        missing = (f"LEEP needs the 1,000-class top, which takes {IMAGENET_IMAGE_SIZE} px images; "
+                   f"received image_size={size}")
+    elif need_classifier and not use_top:
+        missing = (f"LEEP needs source-class probabilities but only no-top weights are installed "
+                   f"for {parsed.name}: {_weights_hint(parsed.name, True)}")
+    inputs = keras.Input((size, size, 3), name="image")
+    tensor = _preprocessing(parsed.name)(inputs)
+    try:
+        if use_top:
+            network = _build_application(parsed.name, size, top, include_top=True)
+            features = network.get_layer(FEATURE_LAYERS[parsed.name]).output
+            inner = keras.Model(network.inputs, [features, network.outputs[0]])
+            feature_maps, probabilities = inner(tensor)
+            extractor = keras.Model(inputs, feature_maps, name=f"{parsed.name}_features")
+            classifier = keras.Model(inputs, probabilities, name=f"{parsed.name}_classifier")
+        else:
+            network = _build_application(parsed.name, size, notop, include_top=False)
+            extractor = keras.Model(inputs, network(tensor), name=f"{parsed.name}_features")
+    except (ValueError, OSError, KeyError) as error:
+        raise backbone_module.WeightsUnavailableError(
+            f"source {source!r}: the installed weights do not load into {parsed.name}: {error}") from error
+    fingerprint = backbone_module.weights_fingerprint([network])
+    return SourceModels(extractor, classifier, size, 3, spec, fingerprint, str(parsed), missing)
+
+
+def _load_run_source(run: str) -> SourceModels:
+    import keras
+
+    from core.predictor import Predictor, PredictorError
+    from core.models import backbones as backbone_module
+
+    try:
+        predictor = Predictor.from_run(run, precision="float32")
+    except PredictorError as error:
+        raise ValueError(f"source 'run:{run}': {error}") from error
+    model = predictor.model
+    last_map = None
+    for layer in model.layers:
+        output = getattr(layer, "output", None)
+        if output is not None and len(output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            last_map = layer
+    if last_map is None:
+        raise ValueError(f"source 'run:{run}': its model has no convolutional layer to take features from")
+    extractor = keras.Model(model.inputs, last_map.output, name="run_features")
+    fingerprint = backbone_module.weights_fingerprint(model.layers)
+    return SourceModels(extractor, model, predictor.image_size, predictor.channels,
+                        dict(predictor.preprocessing), fingerprint, f"run:{predictor.run_dir.name}")
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+def _check_max_images(max_images) -> int:
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < MIN_IMAGES:
+        raise ValueError(f"max_images must be an int >= {MIN_IMAGES}, received {max_images!r}")
+    return max_images
+
+
+def score_cache_path(source: str, dataset: str, metric: str, max_images: int, seed: int,
+                     image_size: int | None = None, classes=None) -> Path:
+    """Where a score is cached: one JSON file per (source fingerprint, dataset, metric, ...)."""
+    from core import paths
+
+    payload = json.dumps({"source": source_fingerprint(source), "dataset": dataset, "metric": metric,
+                          "max_images": int(max_images), "seed": int(seed),
+                          "image_size": image_size, "classes": classes}, sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return paths.data_dir().joinpath(*SCORE_CACHE_FOLDER) / f"{metric}-{dataset}-{digest}.json"
+
+
+def load_target(dataset: str, image_size: int, *, max_images: int, seed: int = 0, classes=None):
+    """The target images: a seeded, stratified sample of the training split (``train_size``)."""
+    from core import datasets
+
+    return datasets.load(dataset, "train", image_size, train_size=max_images, seed=seed,
+                         classes=list(classes) if classes is not None else None)
+
+
+def source_outputs(source: str, dataset: str, *, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,
+                   seed: int = 0, image_size: int | None = None, classes=None,
+                   progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a source over the target images through the bottleneck cache.
+
+    Returns:
+        ``(values, labels)``: pooled features (N, D) for LogME/H-score, or the source's class
+        probabilities (N, Z) for LEEP.
+    """
+    from core.datasets import preprocess
+    from core.training import bottleneck
+
+    check_metric(metric)
+    report = progress or (lambda fraction, text: None)
+    report(0.0, f"loading {source}")
+    models = load_source(source, image_size=image_size, need_classifier=metric == LEEP, seed=seed)
+    if metric == LEEP and models.classifier is None:
+        raise ValueError(f"source {source!r}: {models.missing_classifier}")
+    report(0.1, f"loading {dataset}")
+    target = load_target(dataset, models.image_size, max_images=max_images, seed=seed, classes=classes)
+    if len(target.labels) < MIN_IMAGES:
+        raise ValueError(f"{dataset} gave {len(target.labels)} images; at least {MIN_IMAGES} are needed")
+    images = np.asarray(preprocess.apply_preprocessing(target.images, models.preprocessing))
+    if images.ndim == 3:
+        images = images[..., None]
+    network = models.classifier if metric == LEEP else models.extractor
+    key = bottleneck.cache_key(
+        weights_fingerprint=models.fingerprint, dataset=dataset, image_size=models.image_size,
+        copies=1, backbone=models.label.replace(":", "-").replace("/", "-")[:40],
+        settings={"purpose": "transferability", "preprocessing": models.preprocessing,
+                  "train_size": max_images, "seed": seed, "classes": classes,
+                  "output": "probabilities" if metric == LEEP else "features"})
+
+    def forward_progress(done: int, total: int) -> None:
+        report(0.15 + 0.8 * done / max(total, 1), f"{source}: batch {done}/{total}")
+
+    values, _ = bottleneck.cached_features(
+        key, PROBABILITIES_SPLIT if metric == LEEP else FEATURES_SPLIT,
+        lambda: bottleneck.compute_features(network, images, progress=forward_progress)
+        if metric != LEEP else _probabilities(network, images, forward_progress),
+        target.labels)
+    values = np.asarray(values[0], dtype=np.float32)
+    if metric != LEEP:
+        values = pool_features(values)
+    return values, np.asarray(target.labels, dtype=np.int64)
+
+
+def _probabilities(classifier, images: np.ndarray, progress) -> np.ndarray:
+    """Source-class probabilities in float32 (float16 would round small probabilities to 0)."""
+    batch_size = 32
+    outputs = []
+    total = math.ceil(len(images) / batch_size)
+    for index, start in enumerate(range(0, len(images), batch_size)):
+        batch = np.asarray(images[start:start + batch_size], dtype="float32")
+        outputs.append(np.asarray(classifier.predict_on_batch(batch), dtype="float32"))
+        progress(index + 1, total)
+    probabilities = np.concatenate(outputs)
+    if probabilities.shape[-1] == 1:  # a sigmoid run: two classes
+        probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)
+    return probabilities[None]
+
+
+def score(source: str, dataset: str, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,
+          seed: int = 0, *, image_size: int | None = None, classes=None, use_cache: bool = True,
+          progress: ProgressCallback | None = None) -> float:
+    """Scores how transferable ``source`` is to ``dataset``.
+
+    Args:
+        source: ``imagenet:mobilenetv2|mobilenet|vgg16``, ``random:BACKBONE`` or ``run:RUN_ID``.
+        dataset: ``dogs-vs-cats``, ``gtsrb`` or ``synthetic-signs``.
+        metric: ``logme``, ``leep`` or ``hscore``.
+        max_images: target training images used (seeded stratified sample).
+        seed: seed of the sample and of the random control.
+        image_size: input size for backbone sources (default 224); runs use their own.
+        classes: keep only these original class ids of the dataset.
+        use_cache: read and write the on-disk score cache.
+        progress: ``progress(fraction, text)`` while computing.
+
+    Returns:
+        The score (higher = more transferable).
+    """
+    return score_details(source, dataset, metric, max_images, seed, image_size=image_size,
+                         classes=classes, use_cache=use_cache, progress=progress)["score"]
+
+
+def score_details(source: str, dataset: str, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,
+                  seed: int = 0, *, image_size: int | None = None, classes=None, use_cache: bool = True,
+                  progress: ProgressCallback | None = None) -> dict:
+    """``score`` with its context: ``score``, ``seconds``, ``cached``, ``num_images``, ``source``..."""
+    from core.datasets import registry
+
+    check_metric(metric)
+    parse_source(source)
+    _check_max_images(max_images)
+    if dataset not in registry.DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {registry.DATASET_NAMES}, received {dataset!r}")
+    classes = [int(value) for value in classes] if classes is not None else None
+    started = time.perf_counter()
+    cache_path = score_cache_path(source, dataset, metric, max_images, seed, image_size, classes)
+    if use_cache and cache_path.is_file():
+        try:
+            cached = json.loads(cache_path.read_text())
+            if isinstance(cached.get("score"), (int, float)):
+                return {**cached, "cached": True, "seconds": time.perf_counter() - started}
+        except (OSError, ValueError):
+            pass  # unreadable cache entry: recompute
+    values, labels = source_outputs(source, dataset, metric=metric, max_images=max_images, seed=seed,
+                                    image_size=image_size, classes=classes, progress=progress)
+    value = compute_metric(metric, features=values, probabilities=values, labels=labels)
+    details = {"score": value, "source": source, "dataset": dataset, "metric": metric,
+               "max_images": max_images, "seed": seed, "image_size": image_size, "classes": classes,
+               "num_images": int(len(labels)), "dims": int(values.shape[1]),
+               "seconds": time.perf_counter() - started, "cached": False,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if use_cache:
+        from core.files import write_json_atomic
+
+        write_json_atomic(cache_path, details)
+    if progress is not None:
+        progress(1.0, f"{source}: {METRIC_TITLES[metric]} {value:.4f}")
+    return details
+
+
+def rank_sources(sources, dataset: str, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,
+                 seed: int = 0, *, image_size: int | None = None, classes=None,
+                 progress: ProgressCallback | None = None) -> list[dict]:
+    """Scores several sources; best first. A source that cannot be scored gets ``error``.
+
+    Returns:
+        ``score_details`` dicts (``score`` None and ``error`` set for failures), best first.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("sources must name at least one source, received none")
+    rows = []
+    for index, source in enumerate(sources):
+        def report(fraction: float, text: str, index=index) -> None:
+            if progress is not None:
+                progress((index + fraction) / len(sources), text)
+
+        started = time.perf_counter()
+        try:
+            rows.append(score_details(source, dataset, metric, max_images, seed, image_size=image_size,
+                                      classes=classes, progress=report))
+        except (ValueError, RuntimeError, OSError) as error:
+            rows.append({"source": source, "dataset": dataset, "metric": metric, "score": None,
+                         "seconds": time.perf_counter() - started, "error": str(error)})
+    return sorted(rows, key=lambda row: (row["score"] is None, -(row["score"] or 0.0)))
+
+
+def normalise_scores(values) -> list[float | None]:
+    """Min-max normalisation to [0, 1] (None stays None; one value or equal values give 0.5)."""
+    present = [value for value in values if value is not None and math.isfinite(value)]
+    if not present:
+        return [None for _ in values]
+    low, high = min(present), max(present)
+    return [None if value is None or not math.isfinite(value) else
+            (0.5 if high == low else (value - low) / (high - low)) for value in values]
+
+
+def spearman(first, second) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when a side is constant."""
+    first = np.asarray(first, dtype=np.float64)
+    second = np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape or first.ndim != 1 or len(first) < 2:
+        raise ValueError(f"need two 1-D sequences of equal length >= 2, received {first.shape} and {second.shape}")
+
+    def ranks(values):
+        order = np.argsort(values, kind="mergesort")
+        result = np.empty(len(values))
+        result[order] = np.arange(1, len(values) + 1)
+        for value in np.unique(values):
+            tied = values == value
+            result[tied] = result[tied].mean()
+        return result
+
+    rank_first, rank_second = ranks(first), ranks(second)
+    if rank_first.std() == 0 or rank_second.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rank_first, rank_second)[0, 1])
+
+
+def format_rows(rows: list[dict]) -> list[str]:
+    """The CLI's lines: ``source<TAB>metric<TAB>score<TAB>seconds`` (score ``error: ...`` on failure)."""
+    lines = []
+    for row in rows:
+        value = f"{row['score']:.6f}" if row.get("score") is not None else f"error: {row.get('error')}"
+        lines.append(f"{row['source']}\t{row['metric']}\t{value}\t{row['seconds']:.1f}")
+    return lines
+
+
+# --- CLI (wired into ``python -m core.experiments transferability``) -----------------------------
+
+COMMAND = "transferability"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(commands) -> None:
+    """Adds the ``transferability`` subcommand to ``core.experiments``' subparsers."""
+    parser = commands.add_parser(COMMAND, help="rank sources by a transferability score (no training)")
+    parser.add_argument("--dataset", required=True, help="target dataset (dogs-vs-cats, gtsrb, ...)")
+    parser.add_argument("--sources", required=True,
+                        help="comma-separated: imagenet:BACKBONE, random:BACKBONE, run:RUN_ID")
+    parser.add_argument("--metric", choices=METRICS, default=LOGME)
+    parser.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
+                        help=f"target training images scored (default {DEFAULT_MAX_IMAGES})")
+    parser.add_argument("--image-size", type=int,
+                        help=f"input size for backbone sources (default {IMAGENET_IMAGE_SIZE}; runs use their own)")
+    parser.add_argument("--classes", help="comma-separated class ids to keep (e.g. a GTSRB subset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true", help="recompute even when a score is cached")
+
+
+def main(arguments) -> int:
+    """Runs the subcommand: one ``source<TAB>metric<TAB>score<TAB>seconds`` line per source, best first."""
+    import sys
+
+    try:
+        sources = [text.strip() for text in arguments.sources.split(",") if text.strip()]
+        for source in sources:
+            parse_source(source)
+        classes = ([int(text) for text in arguments.classes.split(",") if text.strip()]
+                   if arguments.classes else None)
+        _check_max_images(arguments.max_images)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    failed = False
+    rows = []
+    for source in sources:
+        started = time.perf_counter()
+        try:
+            details = score_details(source, arguments.dataset, arguments.metric, arguments.max_images,
+                                    arguments.seed, image_size=arguments.image_size, classes=classes,
+                                    use_cache=not arguments.no_cache)
+            details["seconds"] = time.perf_counter() - started
+        except (ValueError, RuntimeError, OSError) as error:
+            failed = True
+            print(f"error: {source}: {error}", file=sys.stderr)
+            details = {"source": source, "metric": arguments.metric, "score": None,
+                       "seconds": time.perf_counter() - started, "error": str(error)}
+        rows.append(details)
+    rows.sort(key=lambda row: (row["score"] is None, -(row["score"] or 0.0)))
+    for line in format_rows(rows):
+        print(line, flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
