@@ -12,6 +12,8 @@ target images (no fine-tuning), in NumPy only:
   labels through the empirical conditional P(y | z). Always <= 0; higher is better.
 * **H-score** (Bao, Li, Huang, Wang, Zheng, ICIP 2019): ``tr(cov(f)^-1 cov(E[f | y]))`` of the
   pooled features f; how much of the features' variance the labels explain. Higher is better.
+  ``score`` shrinks cov(f) (Ledoit-Wolf, as Ibrahim et al. ICLR 2022 advise): with more feature
+  dimensions than images the paper's inverse is singular and every source scores ``classes - 1``.
 
 ``score(source, dataset, metric)`` ties them to the app: ``source`` is ``imagenet:BACKBONE``
 (installed ImageNet weights), ``random:BACKBONE`` (a seeded random network: the control) or
@@ -49,6 +51,7 @@ DEFAULT_MAX_IMAGES = 400
 MIN_IMAGES = 4
 FLATTEN_MAX_VALUES = 2048  # feature maps up to this many values are flattened, larger ones averaged
 PROBABILITY_FLOOR = 1e-12
+FORWARD_BATCH_SIZE = 32
 
 LOGME_MAX_ITERATIONS = 100
 LOGME_TOLERANCE = 1e-3  # relative change of alpha / beta that stops the fixed-point iteration
@@ -182,6 +185,11 @@ def logme(features, labels) -> float:
     """
     features, labels = _check_features_labels(features, labels)
     count, dims = features.shape
+    scale = math.sqrt(float(np.mean(features ** 2)))
+    if scale > 0:
+        # The maximised evidence is scale-free (F -> cF is absorbed by alpha -> c^2 alpha); one
+        # global rescaling keeps alpha inside its bounds for a random network's ~1e-11 features.
+        features = features / scale
     left, singular, _ = np.linalg.svd(features, full_matrices=False)
     singular_squared = singular ** 2
     scores = []
@@ -242,27 +250,52 @@ def negative_conditional_entropy(source_labels, labels) -> float:
     return total
 
 
-def hscore(features, labels) -> float:
+def ledoit_wolf_covariance(centred: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit and Wolf's (2004) shrunk covariance of centred samples (n, D) and its intensity.
+
+    Returns:
+        ``(covariance, alpha)`` with covariance ``alpha * mean_variance * I + (1 - alpha) * S``.
+    """
+    count, dims = centred.shape
+    sample = centred.T @ centred / count
+    mean_variance = float(np.trace(sample)) / dims
+    distance = float(np.sum((sample - mean_variance * np.eye(dims)) ** 2)) / dims
+    if distance <= 0:
+        return sample, 0.0
+    squared_norms = np.sum(centred ** 2, axis=1)
+    spread = (float(np.sum(squared_norms ** 2)) - 2 * float(np.sum((centred @ sample) * centred))
+              + count * float(np.sum(sample ** 2))) / (count ** 2 * dims)
+    shrinkage = min(spread, distance) / distance
+    return shrinkage * mean_variance * np.eye(dims) + (1 - shrinkage) * sample, shrinkage
+
+
+def hscore(features, labels, *, shrinkage: bool = False) -> float:
     """H-score (Bao et al., ICIP 2019): ``tr(cov(f)^-1 cov(E[f | y]))``.
 
-    The pseudo-inverse stands in for the inverse when features are collinear (more dimensions
-    than samples), as the reference implementation does.
+    With as many feature dimensions as samples, cov(f) is singular and the paper's H-score
+    saturates at ``classes - 1`` for every source. ``shrinkage=True`` is the fix Ibrahim et al.
+    (ICLR 2022) propose: cov(f) becomes its Ledoit-Wolf estimate with intensity a, and
+    cov(E[f | y]) is scaled by (1 - a) alike; ``score`` uses it.
 
     Args:
         features: (n, D) pooled features.
         labels: (n,) integer target labels.
+        shrinkage: shrink cov(f) (Ledoit-Wolf) instead of the pseudo-inverse of the sample one.
 
     Returns:
         The H-score, between 0 and min(D, classes - 1); higher = more transferable.
     """
     features, labels = _check_features_labels(features, labels)
     centred = features - features.mean(axis=0, keepdims=True)
-    covariance = centred.T @ centred / len(features)
+    if shrinkage:
+        covariance, intensity = ledoit_wolf_covariance(centred)
+    else:
+        covariance, intensity = centred.T @ centred / len(features), 0.0
     class_means = np.zeros_like(centred)
     for label in np.unique(labels):
         chosen = labels == label
         class_means[chosen] = centred[chosen].mean(axis=0)
-    between = class_means.T @ class_means / len(features)
+    between = (1 - intensity) * class_means.T @ class_means / len(features)
     return float(np.trace(np.linalg.pinv(covariance, rcond=1e-10, hermitian=True) @ between))
 
 
@@ -273,7 +306,7 @@ def compute_metric(metric: str, *, features=None, probabilities=None, labels) ->
         return leep(probabilities, labels)
     if metric == LOGME:
         return logme(features, labels)
-    return hscore(features, labels)
+    return hscore(features, labels, shrinkage=True)
 
 
 def check_metric(metric: str) -> str:
@@ -597,28 +630,28 @@ def source_outputs(source: str, dataset: str, *, metric: str = LOGME, max_images
 
     values, _ = bottleneck.cached_features(
         key, PROBABILITIES_SPLIT if metric == LEEP else FEATURES_SPLIT,
-        lambda: bottleneck.compute_features(network, images, progress=forward_progress)
-        if metric != LEEP else _probabilities(network, images, forward_progress),
-        target.labels)
-    values = np.asarray(values[0], dtype=np.float32)
-    if metric != LEEP:
-        values = pool_features(values)
-    return values, np.asarray(target.labels, dtype=np.int64)
+        lambda: _forward(network, images, forward_progress, pool=metric != LEEP), target.labels)
+    return np.asarray(values[0], dtype=np.float32), np.asarray(target.labels, dtype=np.int64)
 
 
-def _probabilities(classifier, images: np.ndarray, progress) -> np.ndarray:
-    """Source-class probabilities in float32 (float16 would round small probabilities to 0)."""
-    batch_size = 32
+def _forward(network, images: np.ndarray, progress, *, pool: bool) -> np.ndarray:
+    """Runs ``network`` batch by batch in float32; returns (1, N, D) like the bottleneck cache.
+
+    Features are pooled per batch (``pool_features``) and kept in float32: a random network's
+    activations can be ~1e-11, which the training cache's float16 would round to zero.
+    Probabilities of a one-unit sigmoid output become two columns.
+    """
     outputs = []
-    total = math.ceil(len(images) / batch_size)
-    for index, start in enumerate(range(0, len(images), batch_size)):
-        batch = np.asarray(images[start:start + batch_size], dtype="float32")
-        outputs.append(np.asarray(classifier.predict_on_batch(batch), dtype="float32"))
+    total = math.ceil(len(images) / FORWARD_BATCH_SIZE)
+    for index, start in enumerate(range(0, len(images), FORWARD_BATCH_SIZE)):
+        batch = np.asarray(images[start:start + FORWARD_BATCH_SIZE], dtype="float32")
+        output = np.asarray(network.predict_on_batch(batch), dtype="float32")
+        outputs.append(pool_features(output) if pool else output)
         progress(index + 1, total)
-    probabilities = np.concatenate(outputs)
-    if probabilities.shape[-1] == 1:  # a sigmoid run: two classes
-        probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)
-    return probabilities[None]
+    values = np.concatenate(outputs)
+    if not pool and values.shape[-1] == 1:
+        values = np.concatenate([1.0 - values, values], axis=-1)
+    return values[None]
 
 
 def score(source: str, dataset: str, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,

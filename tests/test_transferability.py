@@ -264,3 +264,25 @@ def test_logme_of_constant_zero_features_is_finite_and_below_informative_feature
     # 1/2 log 2 - 1/2 log 2 pi - 1/2 per sample, for both one-hot columns.
     assert zero == pytest.approx(0.5 * math.log(2) - 0.5 * math.log(2 * math.pi) - 0.5, abs=1e-6)
     assert tr.logme(np.eye(2, 5)[labels] + 0.01, labels) > zero
+
+
+def test_hscore_saturates_with_more_dimensions_than_samples_unless_the_covariance_is_shrunk():
+    rng = np.random.default_rng(4)
+    labels = np.array([0, 1] * 10)
+    noise = rng.normal(size=(20, 40))
+    informative = noise + labels[:, None] * 1.5
+    # The paper's formula: a singular cov(f) makes every source score classes - 1 = 1.
+    assert tr.hscore(noise, labels) == pytest.approx(1.0, abs=1e-6)
+    assert tr.hscore(informative, labels) == pytest.approx(1.0, abs=1e-6)
+    shrunk_noise = tr.hscore(noise, labels, shrinkage=True)
+    shrunk_informative = tr.hscore(informative, labels, shrinkage=True)
+    assert shrunk_informative > shrunk_noise + 0.2
+    assert 0.0 < shrunk_noise < shrunk_informative <= 1.0
+
+
+def test_logme_does_not_depend_on_the_scale_of_the_features():
+    # The evidence maximised over alpha is unchanged by F -> cF (alpha absorbs c^2): a random
+    # network's ~1e-11 activations must score like the same features at unit scale.
+    features, labels = _clusters(1.0, seed=6)
+    assert tr.logme(features * 1e-11, labels) == pytest.approx(tr.logme(features, labels), rel=1e-6)
+    assert tr.logme(features * 1e6, labels) == pytest.approx(tr.logme(features, labels), rel=1e-6)
