@@ -47,6 +47,9 @@ RUN_PREFIX = "run:"
 BACKBONES = ("mobilenetv2", "mobilenet", "vgg16")
 MOBILENET_ALPHA = 0.75
 IMAGENET_IMAGE_SIZE = 224
+# Input size of backbone sources when none is given: the photos at ImageNet's 224 px; the 32 px
+# signs upsampled to 96 px (enough for the MobileNets' 3 x 3 last map, 5x cheaper than 224).
+DEFAULT_IMAGE_SIZES = {"dogs-vs-cats": 224, "gtsrb": 96, "synthetic-signs": 96}
 DEFAULT_MAX_IMAGES = 400
 MIN_IMAGES = 4
 FLATTEN_MAX_VALUES = 2048  # feature maps up to this many values are flattened, larger ones averaged
@@ -366,6 +369,27 @@ def parse_source(source: str) -> Source:
                      f"{BACKBONES}) or 'run:RUN_ID', received {source!r}")
 
 
+def source_of_run(config: dict) -> str | None:
+    """The source a run's starting weights come from, as a ``score`` source string.
+
+    Backbone runs: ``imagenet:<model>`` (ImageNet, a local ImageNet file, or the scratch twin's
+    default), ``run:<id>`` for ``weights="run:..."``. Few-shot LeNet targets: ``run:<source run>``.
+    None for a LeNet trained from scratch and for few-shot source runs.
+    """
+    model = str(config.get("model", ""))
+    if model == "lenet5-transfer":
+        source_run = config.get("source_run")
+        if config.get("role") == "source" or not source_run:
+            return None
+        return f"{RUN_PREFIX}{Path(str(source_run)).name}"
+    if model in BACKBONES:
+        weights = str(config.get("weights_ignored") or config.get("weights") or "")
+        if weights.startswith(RUN_PREFIX):
+            return f"{RUN_PREFIX}{Path(weights[len(RUN_PREFIX):]).name}"
+        return f"{IMAGENET_PREFIX}{model}"
+    return None
+
+
 def imagenet_weights_file(backbone: str, include_top: bool = False) -> Path | None:
     """The installed ImageNet weights file of a backbone (no-top or with-top), or None."""
     from core.models import backbones as backbone_module
@@ -482,7 +506,7 @@ def load_source(source: str, *, image_size: int | None = None, need_classifier: 
 
     Args:
         source: ``imagenet:BACKBONE``, ``random:BACKBONE`` or ``run:RUN_ID``.
-        image_size: input size for backbones (default 224; with-top ImageNet models need 224);
+        image_size: input size for backbones (default 224; VGG16's with-top model needs 224);
             a run always uses its own size.
         need_classifier: also build the source-class classifier (LEEP).
         seed: the random control's seed.
@@ -513,9 +537,9 @@ def load_source(source: str, *, image_size: int | None = None, need_classifier: 
     classifier = None
     missing = ""
     use_top = (parsed.kind == "random" or top is not None) and need_classifier
-    if use_top and size != IMAGENET_IMAGE_SIZE:
-        use_top = False
-        missing = (f"LEEP needs the 1,000-class top, which takes {IMAGENET_IMAGE_SIZE} px images; "
+    if use_top and parsed.name == "vgg16" and size != IMAGENET_IMAGE_SIZE:
+        use_top = False  # VGG16's top flattens a 7 x 7 map: 224 px only (the MobileNets pool)
+        missing = (f"LEEP needs VGG16's 1,000-class top, which takes {IMAGENET_IMAGE_SIZE} px images; "
                    f"received image_size={size}")
     elif need_classifier and not use_top:
         missing = (f"LEEP needs source-class probabilities but only no-top weights are installed "
@@ -607,7 +631,8 @@ def source_outputs(source: str, dataset: str, *, metric: str = LOGME, max_images
     check_metric(metric)
     report = progress or (lambda fraction, text: None)
     report(0.0, f"loading {source}")
-    models = load_source(source, image_size=image_size, need_classifier=metric == LEEP, seed=seed)
+    models = load_source(source, image_size=image_size or DEFAULT_IMAGE_SIZES.get(dataset),
+                         need_classifier=metric == LEEP, seed=seed)
     if metric == LEEP and models.classifier is None:
         raise ValueError(f"source {source!r}: {models.missing_classifier}")
     report(0.1, f"loading {dataset}")
@@ -665,7 +690,8 @@ def score(source: str, dataset: str, metric: str = LOGME, max_images: int = DEFA
         metric: ``logme``, ``leep`` or ``hscore``.
         max_images: target training images used (seeded stratified sample).
         seed: seed of the sample and of the random control.
-        image_size: input size for backbone sources (default 224); runs use their own.
+        image_size: input size for backbone sources (default ``DEFAULT_IMAGE_SIZES[dataset]``:
+            224 for the photos, 96 for the signs); runs use their own.
         classes: keep only these original class ids of the dataset.
         use_cache: read and write the on-disk score cache.
         progress: ``progress(fraction, text)`` while computing.
@@ -701,9 +727,12 @@ def score_details(source: str, dataset: str, metric: str = LOGME, max_images: in
     values, labels = source_outputs(source, dataset, metric=metric, max_images=max_images, seed=seed,
                                     image_size=image_size, classes=classes, progress=progress)
     value = compute_metric(metric, features=values, probabilities=values, labels=labels)
-    details = {"score": value, "source": source, "dataset": dataset, "metric": metric,
+    fractions = np.bincount(labels) / len(labels)
+    details = {"score": value,
+               "normalised": normalised_score(metric, value, fractions[fractions > 0]), "source": source, "dataset": dataset, "metric": metric,
                "max_images": max_images, "seed": seed, "image_size": image_size, "classes": classes,
                "num_images": int(len(labels)), "dims": int(values.shape[1]),
+               "class_fractions": fractions[fractions > 0].tolist(),
                "seconds": time.perf_counter() - started, "cached": False,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if use_cache:
@@ -742,14 +771,56 @@ def rank_sources(sources, dataset: str, metric: str = LOGME, max_images: int = D
     return sorted(rows, key=lambda row: (row["score"] is None, -(row["score"] or 0.0)))
 
 
-def normalise_scores(values) -> list[float | None]:
-    """Min-max normalisation to [0, 1] (None stays None; one value or equal values give 0.5)."""
-    present = [value for value in values if value is not None and math.isfinite(value)]
-    if not present:
-        return [None for _ in values]
-    low, high = min(present), max(present)
-    return [None if value is None or not math.isfinite(value) else
-            (0.5 if high == low else (value - low) / (high - low)) for value in values]
+def chance_score(metric: str, class_fractions) -> float:
+    """What a source that knows nothing scores, from the target's class shares p_k.
+
+    LogME: the evidence with all-zero features (``m = 0``, ``beta = 1 / p_k``), averaged over
+    classes: ``mean_k(1/2 log(1/p_k) - 1/2 log 2pi - 1/2)``. LEEP: the log-likelihood of
+    predicting the class prior, ``sum_k p_k log p_k``. H-score: 0.
+    """
+    check_metric(metric)
+    fractions = np.asarray(class_fractions, dtype=np.float64)
+    if fractions.ndim != 1 or len(fractions) < 2 or np.any(fractions <= 0) or not math.isclose(fractions.sum(), 1.0, abs_tol=1e-6):
+        raise ValueError(f"class_fractions must be 2 or more positive shares summing to 1, received {class_fractions!r}")
+    if metric == LOGME:
+        return float(np.mean(0.5 * np.log(1 / fractions) - 0.5 * math.log(2 * math.pi) - 0.5))
+    if metric == LEEP:
+        return float(np.sum(fractions * np.log(fractions)))
+    return 0.0
+
+
+def normalised_score(metric: str, value: float, class_fractions) -> float:
+    """Maps a score to [0, 1]: 0 = no better than a source that knows nothing, 1 = perfect.
+
+    * LogME: ``1 - exp(chance - LogME)`` (LogME has no upper bound; each nat of evidence per
+      image above chance closes 63 % of the remaining gap);
+    * LEEP: ``(exp(LEEP) - exp(chance)) / (1 - exp(chance))``, the geometric-mean probability
+      of the right label, rescaled between the class prior and certainty;
+    * H-score: ``H / (classes - 1)``, its upper bound.
+
+    Returns:
+        A float in [0, 1].
+    """
+    chance = chance_score(metric, class_fractions)
+    if metric == LOGME:
+        normalised = 1.0 - math.exp(min(chance - float(value), 50.0))
+    elif metric == LEEP:
+        normalised = (math.exp(float(value)) - math.exp(chance)) / (1.0 - math.exp(chance))
+    else:
+        normalised = float(value) / (len(class_fractions) - 1)
+    return float(min(max(normalised, 0.0), 1.0))
+
+
+def cached_score(source: str, dataset: str, metric: str = LOGME, max_images: int = DEFAULT_MAX_IMAGES,
+                 seed: int = 0, *, image_size: int | None = None, classes=None) -> dict | None:
+    """The cached ``score_details`` of these settings, or None (never computes; for charts)."""
+    try:
+        path = score_cache_path(source, dataset, metric, max_images, seed, image_size,
+                                [int(value) for value in classes] if classes is not None else None)
+        cached = json.loads(path.read_text())
+    except (ValueError, OSError, KeyError):
+        return None
+    return cached if isinstance(cached.get("score"), (int, float)) else None
 
 
 def spearman(first, second) -> float:
@@ -799,7 +870,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--max-images", type=int, default=DEFAULT_MAX_IMAGES,
                         help=f"target training images scored (default {DEFAULT_MAX_IMAGES})")
     parser.add_argument("--image-size", type=int,
-                        help=f"input size for backbone sources (default {IMAGENET_IMAGE_SIZE}; runs use their own)")
+                        help="input size for backbone sources (default 224 for dogs-vs-cats, 96 for the signs; "
+                             "runs use their own)")
     parser.add_argument("--classes", help="comma-separated class ids to keep (e.g. a GTSRB subset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="recompute even when a score is cached")

@@ -140,7 +140,22 @@ def test_spearman_and_normalisation_on_exact_values():
     assert tr.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # d = (0, 0, 1, -1): rho = 1 - 6 * 2 / (4 * 15) = 0.8
     assert tr.spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
-    assert tr.normalise_scores([2.0, None, 4.0, 3.0]) == [0.0, None, 1.0, 0.5]
+
+
+def test_chance_scores_and_normalisation_on_exact_values():
+    # Balanced 2 classes: LogME chance = 1/2 log 2 - 1/2 log 2pi - 1/2 (the all-zero features'
+    # evidence, checked against logme itself), LEEP chance = log 1/2.
+    logme_chance = 0.5 * math.log(2) - 0.5 * math.log(2 * math.pi) - 0.5
+    assert tr.chance_score("logme", [0.5, 0.5]) == pytest.approx(logme_chance)
+    assert tr.chance_score("logme", [0.5, 0.5]) == pytest.approx(tr.logme(np.zeros((8, 3)), np.array([0, 1] * 4)), abs=1e-6)
+    assert tr.chance_score("leep", [0.25, 0.75]) == pytest.approx(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert tr.normalised_score("logme", logme_chance, [0.5, 0.5]) == 0.0
+    assert tr.normalised_score("logme", logme_chance + math.log(2), [0.5, 0.5]) == pytest.approx(0.5)
+    assert tr.normalised_score("leep", math.log(0.75), [0.5, 0.5]) == pytest.approx(0.5)
+    assert tr.normalised_score("leep", -5.0, [0.5, 0.5]) == 0.0
+    assert tr.normalised_score("hscore", 1.0, [0.2, 0.3, 0.5]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="class_fractions"):
+        tr.chance_score("leep", [1.0])
 
 
 def test_pool_features_flattens_small_maps_and_averages_large_ones():
