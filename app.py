@@ -14,7 +14,7 @@ APP_TITLE = "Transfer Learning Lab"
 PAGES = (
     ("Learn", "pages/home.py", "Home", ":material/home:"),
     ("Learn", "pages/concepts.py", "CNN concepts", ":material/calculate:"),
-    ("Data", "pages/datasets.py", "Datasets", ":material/dataset:"),
+    ("Data", "pages/datasets.py", "Data & weights", ":material/dataset:"),
     ("Train", "pages/train_lenet.py", "Train LeNet-5", ":material/model_training:"),
     ("Train", "pages/transfer.py", "Transfer learning", ":material/move_up:"),
     ("Compare & classify", "pages/compare.py", "Compare runs", ":material/compare_arrows:"),

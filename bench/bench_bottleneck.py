@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     import keras
     import numpy as np
 
-    from core.models import vgg16
+    from core.models import transfer
     from core.training import bottleneck
 
     keras.utils.set_random_seed(0)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     print(f"Backend {keras.backend.backend()}, VGG16 random weights, {count} images of "
           f"{size}x{size}x3, batch {batch}, {arguments.epochs} epochs (+1 warm-up) per arm")
 
-    model = vgg16.build_transfer_model(2, image_size=size, weights_file=None, freeze_base=True)
+    model = transfer.build_transfer_model(2, image_size=size, weights_file=None, freeze_base=True)
     model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     full_timer = EpochTimer()
@@ -86,9 +86,9 @@ def main(argv=None) -> int:
     full_epoch = statistics.median(full_timer.seconds[1:])
 
     started = time.perf_counter()
-    features = bottleneck.compute_features(vgg16.feature_extractor(model), images, batch_size=batch)
+    features = bottleneck.compute_features(transfer.feature_extractor(model), images, batch_size=batch)
     feature_seconds = time.perf_counter() - started
-    head = vgg16.head_model(model)
+    head = transfer.head_model(model)
     head.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     head_timer = EpochTimer()

@@ -62,13 +62,13 @@ def make_lenet_run(runs_root: Path) -> Path:
 
 def make_vgg16_run(runs_root: Path) -> Path:
     """A run folder holding the study's VGG16 transfer model (random weights) at 224x224."""
-    from core.models import vgg16
+    from core.models import transfer
 
     config = {"model": "vgg16", "dataset": "dogs-vs-cats", "strategy": "feature_extraction",
               "weights": None,
               "preprocessing": {"image_size": 224, "color": "rgb", "equalization": "none",
                                 "blur": 0}}
-    model = vgg16.build_transfer_model(2, image_size=224)
+    model = transfer.build_transfer_model(2, image_size=224)
     return _save_run(runs_root, config, model, ["cat", "dog"])
 
 

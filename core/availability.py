@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from core import runs
 from core.datasets import registry
-from core.models import backbones
 
 
 def dataset_rows() -> list[dict]:
@@ -26,17 +25,19 @@ def dataset_rows() -> list[dict]:
 
 
 def backbone_rows() -> list[dict]:
-    """One row per backbone source: ImageNet weights, local weights files, finished runs."""
+    """One row per backbone and weights variant (installed or not, and from where), plus runs."""
+    from core import weights
+
     rows = []
-    for backbone in backbones.BACKBONE_NAMES:
-        cached = backbones.imagenet_weights_cached(backbone)
+    for row in weights.rows():
+        installed = row["status"] == "installed"
         rows.append({
-            "backbone": f"{backbone} (ImageNet)",
-            "status": "downloaded" if cached else "downloads on first use (needs internet)",
-            "where": str(cached or backbones.keras_cache_dir()),
+            "backbone": f"{row['backbone']} ImageNet ({'with top' if row['variant'] == 'top' else 'no top'})",
+            "status": (f"installed, works offline (alpha {row['alpha']})" if installed and row["alpha"]
+                       else "installed, works offline" if installed else
+                       "not installed: python -m core.weights get (online) or import a file"),
+            "where": f"{row['path']} · {row['source']} · {row['installed_at']}" if installed else "",
         })
-        for path in backbones.discover_local_weights(backbone):
-            rows.append({"backbone": f"{backbone} (local file)", "status": "ready", "where": str(path)})
     finished = [summary for summary in runs.list_runs() if summary.state == runs.COMPLETED]
     rows.append({
         "backbone": "finished runs",

@@ -1,4 +1,4 @@
-"""Offline transfer experiments: ``python -m core.experiments few-shot ...``.
+"""Transfer experiments: ``python -m core.experiments few-shot ...`` and ``... sweep ...``.
 
 **Few-shot GTSRB** (a small-scale reproduction of Yosinski et al. 2014, "How transferable are
 features in deep neural networks?"): a LeNet-sized network is trained on a *source* task, then
@@ -19,6 +19,11 @@ Command line (stdout's LAST TWO lines are the scratch run folder, then the trans
 
     python -m core.experiments few-shot --source synthetic-signs --labels-per-class 10
     python -m core.experiments few-shot --source gtsrb-half --labels-per-class 10 --runs-dir DIR
+    python -m core.experiments sweep --model mobilenetv2 --dataset dogs-vs-cats --per-class 10,30,100,300,750
+
+``sweep`` trains a scratch and a transfer twin for each number of labelled images per class,
+under one budget (same epochs, image size and seed), queued as jobs; it waits for them and
+prints their run folders, scratch then transfer for each size. The Compare page plots them.
 
 Everything runs in the foreground through the same code path as the UI's jobs
 (``core.jobs.create_job`` + ``core.worker.run``); the page's button uses ``submit_few_shot``.
@@ -32,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import runs, transferability
+from core import paths, runs, transferability
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -189,8 +194,9 @@ def submit_few_shot(source: str, labels_per_class: int, runs_root=None, **option
         source_dir = runs.run_path(jobs.submit(source_config(source, seed=options.get("seed", 0)),
                                                runs_root), runs_root)
     scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
-    scratch_id = jobs.submit(scratch, runs_root)
-    transfer_id = jobs.submit(transfer, runs_root)
+    # Both copy the source's architecture: the queue holds them until the source completes.
+    scratch_id = jobs.submit({**scratch, jobs.DEPENDS_ON_KEY: [source_dir.name]}, runs_root)
+    transfer_id = jobs.submit({**transfer, jobs.DEPENDS_ON_KEY: [source_dir.name]}, runs_root)
     return {"source": source_dir.name, "source_reused": reused, "scratch": scratch_id,
             "transfer": transfer_id}
 
@@ -284,20 +290,32 @@ def few_shot_results(summaries) -> list[dict]:
 
 
 SWEEP_SIZES = (100, 250, 500, 1000, 2000)
+SWEEP = "sweep"
+SWEEP_KEYS = ("train_size", "labels_per_class")
+SWEEP_PER_CLASS = (10, 30, 100, 300, 750)
+# One budget for both arms of the CLI sweep: scratch MobileNet at 224 px would take hours on a CPU.
+SWEEP_IMAGE_SIZE = 96
+SWEEP_EPOCHS = 20
+SWEEP_POLL_SECONDS = 2.0
 
 
-def sweep_configs(config: dict, sizes, sweep_id: str | None = None) -> list[dict]:
-    """Scratch + transfer configs for each training-set size (the Transfer page's sweep).
+def sweep_configs(config: dict, sizes, sweep_id: str | None = None, key: str = "train_size") -> list[dict]:
+    """Scratch + transfer twins for each training-set size, under one budget.
 
     Args:
-        config: a transfer config (``vgg16``/``mobilenetv2``); its strategy is the transfer arm
-            (``feature-extraction`` when it is ``scratch``).
-        sizes: training-set sizes (``train_size``).
+        config: a backbone transfer config (``vgg16``/``mobilenetv2``/``mobilenet``); its strategy
+            is the transfer arm (``feature-extraction`` when it is ``scratch``).
+        sizes: training-set sizes: images (``train_size``) or images per class
+            (``labels_per_class``).
         sweep_id: groups the runs (default: a new id).
+        key: ``"train_size"`` or ``"labels_per_class"``.
 
     Returns:
-        Two configs per size, scratch first; every one has the same epochs and ``sweep_id``.
+        Two configs per size, scratch first; every one has the same epochs, image size and
+        ``sweep_id``.
     """
+    if key not in SWEEP_KEYS:
+        raise ValueError(f"key must be one of {SWEEP_KEYS}, received {key!r}")
     sizes = sorted({int(size) for size in sizes})
     if not sizes or sizes[0] < 1:
         raise ValueError(f"sizes must be one or more positive ints, received {sizes!r}")
@@ -307,20 +325,60 @@ def sweep_configs(config: dict, sizes, sweep_id: str | None = None) -> list[dict
         strategy = "feature-extraction"
     configs = []
     for size in sizes:
-        common = {**config, "train_size": size, "sweep_id": sweep_id}
+        common = {**config, key: size, "sweep_id": sweep_id}
         configs.append({**common, "strategy": "scratch", "weights": "none"})
         configs.append({**common, "strategy": strategy})
     return configs
 
 
-def submit_sweep(config: dict, sizes, runs_root=None) -> list[str]:
+def submit_sweep(config: dict, sizes, runs_root=None, key: str = "train_size") -> list[str]:
     """Validates every sweep config first, then queues them all; returns the run ids."""
     from core import jobs
 
-    configs = sweep_configs(config, sizes)
+    configs = sweep_configs(config, sizes, key=key)
     for candidate in configs:
-        jobs.resolve_config(candidate)  # fail before queueing anything
+        jobs.resolve_config(candidate, runs_root)  # fail before queueing anything
     return [jobs.submit(candidate, runs_root) for candidate in configs]
+
+
+def wait_for_runs(run_ids: list[str], runs_root=None, log=None,
+                  poll_seconds: float = SWEEP_POLL_SECONDS) -> dict[str, str]:
+    """Waits until every run ended; returns ``{run_id: final state}``."""
+    from core import jobs
+
+    states: dict[str, str] = {}
+    while len(states) < len(run_ids):
+        for run_id in run_ids:
+            if run_id in states:
+                continue
+            state = jobs.status(run_id, runs_root).get("state")
+            if state in runs.TERMINAL_STATES:
+                states[run_id] = state
+                if log is not None:
+                    log(f"{run_id}: {state} ({len(states)}/{len(run_ids)})")
+        if len(states) < len(run_ids):
+            time.sleep(poll_seconds)
+    return states
+
+
+def _sweep_command(arguments) -> int:
+    per_class = [int(text) for text in arguments.per_class.split(",") if text.strip()]
+    config = {"model": arguments.model, "dataset": arguments.dataset, "weights": arguments.weights,
+              "strategy": arguments.strategy, "image_size": arguments.image_size,
+              "epochs": arguments.epochs, "seed": arguments.seed}
+    run_ids = submit_sweep(config, per_class, arguments.runs_dir, key="labels_per_class")
+    root = paths.runs_dir(arguments.runs_dir)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"Queued {len(run_ids)} runs (scratch and {arguments.strategy} for k = {per_class} per class); "
+        "they train one after another")
+    if arguments.no_wait:
+        states = {}
+    else:
+        states = wait_for_runs(run_ids, arguments.runs_dir, log=log)
+    for run_id in run_ids:
+        sys.stdout.write(f"{root / run_id}\n")
+    sys.stdout.flush()
+    return EXIT_OK if all(state == runs.COMPLETED for state in states.values()) else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     few_shot.add_argument("--freeze", action="store_true",
                           help="keep copied layers frozen (AnB) instead of fine-tuning (AnB+)")
     few_shot.add_argument("--seed", type=int, default=0)
+    sweep = commands.add_parser(SWEEP, help="data efficiency: scratch and transfer twins per size")
+    sweep.add_argument("--model", choices=("vgg16", "mobilenetv2", "mobilenet"), required=True)
+    sweep.add_argument("--dataset", default="dogs-vs-cats")
+    sweep.add_argument("--per-class", default=",".join(map(str, SWEEP_PER_CLASS)),
+                       help="labelled training images per class, comma-separated")
+    sweep.add_argument("--strategy", choices=("feature-extraction", "fine-tune"),
+                       default="feature-extraction", help="the transfer arm")
+    sweep.add_argument("--weights", default="imagenet", help="the transfer arm's weights")
+    sweep.add_argument("--image-size", type=int, default=SWEEP_IMAGE_SIZE,
+                       help=f"both arms (default {SWEEP_IMAGE_SIZE}: scratch at 224 px is slow on a CPU)")
+    sweep.add_argument("--epochs", type=int, default=SWEEP_EPOCHS, help="both arms' budget")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--runs-dir", help="runs root (default $TLLAB_RUNS_DIR or runs/)")
+    sweep.add_argument("--no-wait", action="store_true", help="queue the runs and return")
     transferability.add_parser(commands)
     return parser
 
@@ -351,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     if arguments.command == transferability.COMMAND:
         return transferability.main(arguments)
+    if arguments.command == SWEEP:
+        try:
+            return _sweep_command(arguments)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
     started = time.monotonic()
     try:
         _check_labels_per_class(arguments.labels_per_class)

@@ -37,42 +37,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import environment, paths, runs
+from core.heartbeat import (  # noqa: F401 - public via core.jobs
+    ACTIVE_STATES,
+    HEARTBEAT_SECONDS_ENV,
+    HEARTBEAT_TIMEOUT_ENV,
+    Heartbeat,
+    heartbeat_now,
+    heartbeat_seconds,
+    heartbeat_timeout_seconds,
+)
 from core.processes import pid_alive, process_start_ticks  # noqa: F401 - public via core.jobs
 
 MAX_CONCURRENT_JOBS_ENV = "TLLAB_MAX_CONCURRENT_JOBS"
-HEARTBEAT_SECONDS_ENV = "TLLAB_HEARTBEAT_SECONDS"
-HEARTBEAT_TIMEOUT_ENV = "TLLAB_HEARTBEAT_TIMEOUT_SECONDS"
-DEFAULT_HEARTBEAT_SECONDS = 5.0
-DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
 QUEUE_POLL_SECONDS = 0.5
+DEPENDS_ON_KEY = "depends_on"
 SLOTS_FOLDER = ".slots"
-ACTIVE_STATES = (runs.QUEUED, runs.RUNNING)
 
 
 # --- settings -----------------------------------------------------------------------------
-
-def _positive_float_env(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise ValueError(f"{name} must be a number of seconds, received {text!r}") from error
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, received {text!r}")
-    return value
-
-
-def heartbeat_seconds() -> float:
-    """Seconds between heartbeats (``TLLAB_HEARTBEAT_SECONDS``, default 5)."""
-    return _positive_float_env(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS)
-
-
-def heartbeat_timeout_seconds() -> float:
-    """Heartbeat age after which a worker counts as dead (``TLLAB_HEARTBEAT_TIMEOUT_SECONDS``, 30)."""
-    return _positive_float_env(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
-
 
 def visible_gpu_ids() -> list[str]:
     """GPU ids a job may be pinned to (``CUDA_VISIBLE_DEVICES`` entries or ``0..n-1``)."""
@@ -108,52 +90,6 @@ def max_concurrent_jobs(max_jobs: int | None = None) -> int:
     return int(max_jobs)
 
 
-# --- heartbeat and process facts ------------------------------------------------------------
-
-def heartbeat_now() -> str:
-    """The current UTC time with milliseconds, as written to ``status.json["heartbeat"]``."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Heartbeat:
-    """A daemon thread writing ``status.json["heartbeat"]`` every ``interval`` seconds.
-
-    It only writes files (through ``core.runs.update_status``), never touches Streamlit.
-
-    Args:
-        run_dir: the run folder.
-        interval: seconds between beats; default ``heartbeat_seconds()``.
-    """
-
-    def __init__(self, run_dir, interval: float | None = None):
-        self.run_dir = Path(run_dir)
-        self.interval = float(interval or heartbeat_seconds())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.run_dir.name}",
-                                        daemon=True)
-
-    def start(self) -> "Heartbeat":
-        self.beat()
-        self._thread.start()
-        return self
-
-    def beat(self) -> None:
-        """Writes one heartbeat now (only while the run is QUEUED or RUNNING)."""
-        try:
-            runs.update_status(self.run_dir, only_if_state=ACTIVE_STATES, heartbeat=heartbeat_now())
-        except OSError:
-            pass  # a full or vanished disk must not kill training; the watcher will notice
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-
 def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """Why a QUEUED/RUNNING run's worker counts as dead, or None while it looks alive.
 
@@ -183,8 +119,11 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
 
 # --- public API ------------------------------------------------------------------------------
 
-def resolve_config(config: dict) -> dict:
+def resolve_config(config: dict, runs_root=None) -> dict:
     """Fills defaults and validates through the config's model family.
+
+    ``depends_on`` (a run id or a list of them) is the queue's own key: the job waits, queued,
+    until those runs complete, and fails if one of them fails or is cancelled.
 
     Raises:
         ValueError: for a config that is not a dict, has no model, or has bad values.
@@ -195,7 +134,49 @@ def resolve_config(config: dict) -> dict:
         raise ValueError("config needs a 'model' key, e.g. {'model': 'lenet5', ...}")
     from core.training.families import family_module
 
-    return family_module(str(config["model"])).resolve_config(dict(config))
+    settings = dict(config)
+    depends_on = _check_depends_on(settings.pop(DEPENDS_ON_KEY, None), runs_root)
+    resolved = family_module(str(config["model"])).resolve_config(settings)
+    if depends_on:
+        resolved[DEPENDS_ON_KEY] = depends_on
+    return resolved
+
+
+def _check_depends_on(value, runs_root=None) -> list[str]:
+    """Validates ``depends_on``: run ids (or folders) of runs that must complete first."""
+    if value in (None, "", []):
+        return []
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{DEPENDS_ON_KEY} must be a run id or a list of run ids, received {value!r}")
+    resolved = []
+    for item in items:
+        run_dir = runs.run_path(str(item), runs_root)
+        if not (run_dir / runs.STATUS_FILE).is_file():
+            raise ValueError(f"{DEPENDS_ON_KEY} names run {item!r}, which does not exist")
+        resolved.append(run_dir.name)
+    return resolved
+
+
+def dependencies_state(run_dir) -> tuple[list[str], str | None]:
+    """Which of a run's ``depends_on`` runs are still active, and why it can never start.
+
+    Returns:
+        ``(active run ids, reason)``: reason is None unless a dependency ended without
+        completing (or vanished), in which case this run must fail.
+    """
+    run_dir = Path(run_dir)
+    config = runs.read_config(run_dir)
+    active = []
+    for run_id in config.get(DEPENDS_ON_KEY) or []:
+        state = status(run_id, run_dir.parent).get("state")
+        if state == runs.COMPLETED:
+            continue
+        if state in ACTIVE_STATES:
+            active.append(run_id)
+        else:
+            return active, f"run {run_id}, which this run depends on, ended {state or 'missing'}"
+    return active, None
 
 
 def create_job(config: dict, runs_root=None) -> Path:
@@ -204,7 +185,7 @@ def create_job(config: dict, runs_root=None) -> Path:
     Returns:
         The run folder.
     """
-    resolved = resolve_config(config)
+    resolved = resolve_config(config, runs_root)
     run_dir = runs.create_run(resolved, runs_root)
     runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now())
     return run_dir
@@ -446,7 +427,13 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
             continue
         if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
             continue
-        if status(entry, root).get("state") == runs.QUEUED:
+        if status(entry, root).get("state") != runs.QUEUED:
+            continue
+        try:
+            waiting = runs.read_config(entry).get(DEPENDS_ON_KEY) and dependencies_state(entry)[0]
+        except (runs.RunError, OSError):
+            waiting = False
+        if not waiting:  # a run still waiting for its dependencies does not hold the line
             ahead.append(entry.name)
     return ahead
 
@@ -496,6 +483,7 @@ def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
     root = run_dir.parent
     config = runs.read_config(run_dir)
     needs_all = str(config.get("distribute") or "none") == "mirrored"
+    announced = False
     while True:
         current = runs.read_status(run_dir)
         if current.get("state") != runs.QUEUED or runs.cancel_requested(run_dir):
@@ -503,7 +491,16 @@ def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
                 runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
                                    ended_at=runs.utc_now())
             return None
-        if not runs_ahead(run_dir, root):
+        waiting_for, reason = dependencies_state(run_dir) if config.get(DEPENDS_ON_KEY) else ([], None)
+        if reason:
+            runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.FAILED, error=reason,
+                               ended_at=runs.utc_now())
+            return None
+        if waiting_for and not announced:
+            runs.update_status(run_dir, only_if_state=(runs.QUEUED,),
+                               phase=f"Waiting for run {', '.join(waiting_for)} to complete")
+            announced = True
+        if not waiting_for and not runs_ahead(run_dir, root):
             slot = try_acquire_slot(root, needs_all=needs_all, max_jobs=max_jobs)
             if slot is not None:
                 started = runs.update_status(

@@ -14,6 +14,8 @@ Examples::
         --set labels_per_class=5 --set augmentation.rotation_degrees=0
     python -m core.train --model vgg16 --strategy feature-extraction --dataset dogs-vs-cats \\
         --weights imagenet --image-size 224 --train-size 2000 --valid-size 500
+    python -m core.train --model mobilenetv2 --strategy fine-tune --dataset dogs-vs-cats \\
+        --weights imagenet --set fine_tune_blocks=3
 
 Exit status: 0 completed, 1 failed, 2 bad arguments or config, 130 cancelled.
 """
@@ -24,11 +26,11 @@ import argparse
 import json
 import sys
 
-from core.training.families import FAMILY_MODULES
+from core.models.lenet import PRESETS
+from core.training.families import MODEL_NAMES
+from core.training.trainer import DISTRIBUTE_OPTIONS
+from core.training.transfer_support import STRATEGIES
 
-PRESETS = ("seed", "classic", "plus")
-DATASETS = ("gtsrb", "synthetic-signs", "dogs-vs-cats")
-STRATEGIES = ("feature-extraction", "fine-tune", "scratch")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
@@ -66,20 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core.train",
         description="Train one model into a new run folder, in the foreground.",
     )
-    parser.add_argument("--model", choices=tuple(FAMILY_MODULES), required=True)
-    parser.add_argument("--preset", choices=PRESETS, help="LeNet preset (default seed)")
-    parser.add_argument("--dataset", choices=DATASETS, help="dataset (family default if omitted)")
+    parser.add_argument("--model", choices=MODEL_NAMES, required=True)
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="LeNet preset (default seed)")
+    parser.add_argument("--dataset", help="gtsrb, synthetic-signs, dogs-vs-cats or a created "
+                                          "dataset (family default if omitted)")
     parser.add_argument("--epochs", type=int, help="epochs (preset default if omitted)")
     parser.add_argument("--runs-dir", help="runs root (default $TLLAB_RUNS_DIR or runs/)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any config key; dotted keys reach into preprocessing/augmentation; "
                              "values are JSON when they parse (repeatable)")
-    parser.add_argument("--strategy", choices=STRATEGIES, help="transfer strategy (vgg16)")
-    parser.add_argument("--weights", help="'imagenet' or a path to weights (vgg16)")
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help="transfer strategy (vgg16, mobilenetv2, mobilenet)")
+    parser.add_argument("--weights", help="'imagenet' (installed by python -m core.weights), "
+                                          "'run:<id>', 'none' or a weights file")
     parser.add_argument("--image-size", type=int, help="input image side in pixels")
     parser.add_argument("--train-size", type=int, help="training images (dogs-vs-cats subsample)")
     parser.add_argument("--valid-size", type=int, help="validation images (dogs-vs-cats subsample)")
-    parser.add_argument("--distribute", choices=("none", "mirrored"),
+    parser.add_argument("--distribute", choices=DISTRIBUTE_OPTIONS,
                         help="'mirrored' trains across every GPU of this machine")
     parser.add_argument("--max-jobs", type=int, help="slots of the job queue (default: one per GPU)")
     return parser

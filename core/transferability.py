@@ -44,8 +44,7 @@ METRIC_TITLES = {LOGME: "LogME", LEEP: "LEEP", HSCORE: "H-score"}
 IMAGENET_PREFIX = "imagenet:"
 RANDOM_PREFIX = "random:"
 RUN_PREFIX = "run:"
-BACKBONES = ("mobilenetv2", "mobilenet", "vgg16")
-MOBILENET_ALPHA = 0.75
+BACKBONES = ("mobilenetv2", "mobilenet", "vgg16")  # = core.models.backbones.BACKBONE_NAMES
 IMAGENET_IMAGE_SIZE = 224
 # Input size of backbone sources when none is given: the photos at ImageNet's 224 px; the 32 px
 # signs upsampled to 96 px (enough for the MobileNets' 3 x 3 last map, 5x cheaper than 224).
@@ -63,25 +62,6 @@ PRECISION_MIN, PRECISION_MAX = 1e-10, 1e10  # bounds of alpha and beta
 SCORE_CACHE_FOLDER = ("cache", "transferability")
 FEATURES_SPLIT = "train"
 PROBABILITIES_SPLIT = "train-probabilities"
-
-# Files looked for under <data root>/weights/ (the names of Keras' and ../shared's releases).
-WEIGHTS_FILE_NAMES = {
-    ("mobilenetv2", False): ("mobilenetv2_notop.weights.h5", "mobilenetv2_notop.h5",
-                             "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5",
-                             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
-    ("mobilenetv2", True): ("mobilenetv2_top.weights.h5", "mobilenetv2.weights.h5",
-                            "mobilenet_v2_1.0_224_imagenet.weights.h5",
-                            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
-    ("mobilenet", False): ("mobilenet_notop.weights.h5", "mobilenet_notop.h5",
-                           "mobilenet_v1_0.75_224_imagenet_no_top.weights.h5",
-                           "mobilenet_7_5_224_tf_no_top.h5"),
-    ("mobilenet", True): ("mobilenet_top.weights.h5", "mobilenet.weights.h5",
-                          "mobilenet_v1_0.75_224_imagenet.weights.h5", "mobilenet_7_5_224_tf.h5"),
-    ("vgg16", False): ("vgg16_notop.weights.h5", "vgg16_notop.h5",
-                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    ("vgg16", True): ("vgg16_top.weights.h5", "vgg16.weights.h5",
-                      "vgg16_weights_tf_dim_ordering_tf_kernels.h5"),
-}
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -390,23 +370,25 @@ def source_of_run(config: dict) -> str | None:
     return None
 
 
+def imagenet_weights(backbone: str, include_top: bool = False) -> dict | None:
+    """The installed ImageNet weights entry (``path``, ``alpha``, ``sha256``...) of a backbone
+    (``python -m core.weights get``), no-top or with-top, or None."""
+    from core import weights
+
+    return weights.installed(backbone, weights.TOP if include_top else weights.NO_TOP)
+
+
 def imagenet_weights_file(backbone: str, include_top: bool = False) -> Path | None:
     """The installed ImageNet weights file of a backbone (no-top or with-top), or None."""
-    from core.models import backbones as backbone_module
-
-    folder = backbone_module.local_weights_dir()
-    for name in WEIGHTS_FILE_NAMES[(backbone, include_top)]:
-        if (folder / name).is_file():
-            return folder / name
-    return None
+    entry = imagenet_weights(backbone, include_top)
+    return Path(entry["path"]) if entry else None
 
 
 def _weights_hint(backbone: str, include_top: bool) -> str:
-    from core.models import backbones as backbone_module
+    from core import weights
 
     variant = "with-top (1,000-class)" if include_top else "no-top"
-    return (f"no {variant} ImageNet weights for {backbone} are installed; expected one of "
-            f"{WEIGHTS_FILE_NAMES[(backbone, include_top)]} in {backbone_module.local_weights_dir()}")
+    return f"no {variant} ImageNet weights for {backbone} are installed. {weights.offline_hint(backbone)}"
 
 
 def available_sources(runs_root=None) -> list[str]:
@@ -420,32 +402,6 @@ def available_sources(runs_root=None) -> list[str]:
         if not summary.broken and summary.state == runs.COMPLETED and (summary.path / runs.MODEL_FILE).exists():
             sources.append(f"{RUN_PREFIX}{summary.run_id}")
     return sources
-
-
-def _build_application(backbone: str, image_size: int, weights_file, include_top: bool):
-    import keras
-
-    shape = (image_size, image_size, 3)
-    weights = str(weights_file) if weights_file is not None else None
-    if backbone == "mobilenetv2":
-        return keras.applications.MobileNetV2(include_top=include_top, weights=weights, input_shape=shape)
-    if backbone == "mobilenet":
-        return keras.applications.MobileNet(alpha=MOBILENET_ALPHA, include_top=include_top,
-                                            weights=weights, input_shape=shape)
-    return keras.applications.VGG16(include_top=include_top, weights=weights, input_shape=shape)
-
-
-def _preprocessing(backbone: str):
-    import keras
-
-    from core.models import vgg16
-
-    if backbone == "vgg16":
-        return vgg16.preprocessing_layer("vgg16")
-    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{backbone}_preprocessing")
-
-
-FEATURE_LAYERS = {"mobilenetv2": "out_relu", "mobilenet": "conv_pw_13_relu", "vgg16": "block5_pool"}
 
 
 @dataclass
@@ -481,9 +437,9 @@ def source_fingerprint(source: str) -> str:
     digest = hashlib.sha256(str(parsed).encode())
     if parsed.kind == "imagenet":
         for include_top in (False, True):
-            path = imagenet_weights_file(parsed.name, include_top)
-            if path is not None:
-                digest.update(_file_sha256(path).encode())
+            entry = imagenet_weights(parsed.name, include_top)
+            if entry is not None:  # the install recorded its SHA-256
+                digest.update(str(entry.get("sha256") or _file_sha256(Path(entry["path"]))).encode())
     elif parsed.kind == "run":
         from core import runs
 
@@ -519,56 +475,59 @@ def load_source(source: str, *, image_size: int | None = None, need_classifier: 
     """
     import keras
 
-    from core.models import backbones as backbone_module
+    from core import weights
+    from core.models import backbones
 
     parsed = parse_source(source)
     if parsed.kind == "run":
         return _load_run_source(parsed.name)
+    module = backbones.backbone_module(parsed.name)
     size = int(image_size or IMAGENET_IMAGE_SIZE)
     if size < 32:
         raise ValueError(f"image_size must be at least 32 for {parsed.name}, received {size}")
     spec = {"image_size": size, "color": "rgb"}
     if parsed.kind == "random":
         keras.utils.set_random_seed(int(seed))
-    notop = imagenet_weights_file(parsed.name) if parsed.kind == "imagenet" else None
-    top = imagenet_weights_file(parsed.name, True) if parsed.kind == "imagenet" else None
+    notop = imagenet_weights(parsed.name) if parsed.kind == "imagenet" else None
+    top = imagenet_weights(parsed.name, True) if parsed.kind == "imagenet" else None
     if parsed.kind == "imagenet" and notop is None and top is None:
         raise ValueError(f"source {source!r}: {_weights_hint(parsed.name, False)}")
     classifier = None
     missing = ""
     use_top = (parsed.kind == "random" or top is not None) and need_classifier
-    if use_top and parsed.name == "vgg16" and size != IMAGENET_IMAGE_SIZE:
+    if use_top and parsed.name == backbones.VGG16 and size != IMAGENET_IMAGE_SIZE:
         use_top = False  # VGG16's top flattens a 7 x 7 map: 224 px only (the MobileNets pool)
         missing = (f"LEEP needs VGG16's 1,000-class top, which takes {IMAGENET_IMAGE_SIZE} px images; "
                    f"received image_size={size}")
     elif need_classifier and not use_top:
         missing = (f"LEEP needs source-class probabilities but only no-top weights are installed "
                    f"for {parsed.name}: {_weights_hint(parsed.name, True)}")
+    entry = top if use_top else notop
     inputs = keras.Input((size, size, 3), name="image")
-    tensor = _preprocessing(parsed.name)(inputs)
+    tensor = module.preprocessing_layer()(inputs)
     try:
-        if use_top:
-            network = _build_application(parsed.name, size, top, include_top=True)
-            features = network.get_layer(FEATURE_LAYERS[parsed.name]).output
-            inner = keras.Model(network.inputs, [features, network.outputs[0]])
-            feature_maps, probabilities = inner(tensor)
-            extractor = keras.Model(inputs, feature_maps, name=f"{parsed.name}_features")
-            classifier = keras.Model(inputs, probabilities, name=f"{parsed.name}_classifier")
-        else:
-            network = _build_application(parsed.name, size, notop, include_top=False)
-            extractor = keras.Model(inputs, network(tensor), name=f"{parsed.name}_features")
+        network = module.build_base(size, entry["path"] if entry else None, include_top=use_top,
+                                    alpha=entry.get("alpha") if entry else module.DEFAULT_ALPHA)
     except (ValueError, OSError, KeyError) as error:
-        raise backbone_module.WeightsUnavailableError(
+        raise weights.WeightsUnavailableError(
             f"source {source!r}: the installed weights do not load into {parsed.name}: {error}") from error
-    fingerprint = backbone_module.weights_fingerprint([network])
+    if use_top:
+        features = network.get_layer(module.FEATURE_LAYER).output
+        inner = keras.Model(network.inputs, [features, network.outputs[0]])
+        feature_maps, probabilities = inner(tensor)
+        extractor = keras.Model(inputs, feature_maps, name=f"{parsed.name}_features")
+        classifier = keras.Model(inputs, probabilities, name=f"{parsed.name}_classifier")
+    else:
+        extractor = keras.Model(inputs, network(tensor), name=f"{parsed.name}_features")
+    fingerprint = backbones.weights_fingerprint([network])
     return SourceModels(extractor, classifier, size, 3, spec, fingerprint, str(parsed), missing)
 
 
 def _load_run_source(run: str) -> SourceModels:
     import keras
 
-    from core.predictor import Predictor, PredictorError
     from core.models import backbones as backbone_module
+    from core.predictor import Predictor, PredictorError
 
     try:
         predictor = Predictor.from_run(run, precision="float32")

@@ -6,6 +6,7 @@ from core import paths
 from core.datasets import registry
 from ui import common
 from ui import datasets as view
+from ui import weights as weights_view
 
 DEFAULTS = {"datasets_selected": "synthetic-signs"}
 
@@ -60,3 +61,6 @@ if state == "ready":
     view.render_before_after(name, version)
 elif name == "gtsrb":
     st.markdown(view.TRACK_SPLIT_TEXT)
+
+st.divider()
+weights_view.weights_section()

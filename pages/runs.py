@@ -1,4 +1,5 @@
-"""Runs page: every run folder with its state and scores; cancel, delete, download, compare."""
+"""Runs page: every run folder with its state and scores; a click (or ``?run=RUN_ID``) opens its
+report (``ui.report.run_report``); cancel, delete, compare."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs, runs
-from ui import common
+from ui import common, report
 from ui import training as training_ui
 
 KEY = "runs"
-LOG_TAIL_CHARACTERS = 4000
 INTRO = (
     "Every training run lives in its own folder under the runs root. States come from the "
     "folders themselves, so they are right even after the app restarts; a worker that died is "
@@ -53,23 +53,16 @@ def _delete(run_dir) -> None:
 
 
 def run_actions(summary) -> None:
-    """Cancel, delete (with confirmation), download the model, and the log of one run."""
+    """Cancel and delete (with confirmation) one run; the report below has its files and log."""
     run_dir = summary.path
-    columns = st.columns(4)
-    if summary.state in jobs.ACTIVE_STATES:
-        if columns[0].button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
+    active = summary.state in jobs.ACTIVE_STATES
+    columns = iter(st.columns(4))
+    if active:
+        if next(columns).button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
             jobs.cancel(summary.run_id)
             st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
             st.rerun()
-    model_path = run_dir / runs.MODEL_FILE
-    if model_path.exists():
-        columns[1].download_button(
-            "Download model", data=lambda: model_path.read_bytes(),
-            file_name=f"{summary.run_id}.keras", mime="application/octet-stream",
-            key=f"{KEY}_download", icon=":material/download:", on_click="ignore",
-        )
-    active = summary.state in jobs.ACTIVE_STATES
-    if columns[2].button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
+    if next(columns).button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
                          help="Cancel the run first" if active else "Deletes the whole run folder"):
         st.session_state[f"{KEY}_confirm_delete"] = True
     if st.session_state.get(f"{KEY}_confirm_delete"):
@@ -83,13 +76,30 @@ def run_actions(summary) -> None:
             st.rerun()
     if summary.broken:
         st.error(f"Broken run folder: {summary.error}")
-    elif summary.status.get("error"):
-        st.error(summary.status["error"])
-    log_path = run_dir / runs.LOG_FILE
-    if log_path.exists():
-        with st.expander("Log (end)"):
-            text = log_path.read_text(encoding="utf-8", errors="replace")
-            st.code(text[-LOG_TAIL_CHARACTERS:], language=None)
+
+
+def choose_run(table: pd.DataFrame, selected_rows: list, by_id: dict) -> None:
+    """Sets the run the page opens, before its selectbox is drawn.
+
+    A click on a table row wins, then a new ``?run=RUN_ID`` in the URL, then the run this
+    session had open (or the one another page selected), then the newest run. Only ids listed
+    under the runs root are accepted, so the URL cannot reach a folder outside it.
+    """
+    selected_key = f"{KEY}_selected"
+    row = selected_rows[0] if selected_rows else None
+    if row is not None and row != st.session_state.get(f"{KEY}_applied_row"):
+        st.session_state[selected_key] = str(table.iloc[row]["run"])
+    st.session_state[f"{KEY}_applied_row"] = row
+    wanted = st.query_params.get("run")
+    if wanted != st.session_state.get(f"{KEY}_applied_query"):
+        st.session_state[f"{KEY}_applied_query"] = wanted
+        if wanted in by_id:
+            st.session_state[selected_key] = wanted
+        elif wanted is not None and wanted not in by_id:
+            st.warning(f"No run named {wanted!r} here; showing the newest run instead.")
+    if st.session_state.get(selected_key) not in by_id:
+        other = st.session_state.get("selected_run_id")
+        st.session_state[selected_key] = other if other in by_id else next(iter(by_id))
 
 
 def compare_picker(summaries) -> None:
@@ -107,7 +117,8 @@ def compare_picker(summaries) -> None:
 
 
 common.page_header("Runs", INTRO)
-common.init_session_state({f"{KEY}_confirm_delete": False, f"{KEY}_message": None})
+common.init_session_state({f"{KEY}_confirm_delete": False, f"{KEY}_message": None,
+                           f"{KEY}_applied_row": None, f"{KEY}_applied_query": None})
 message = st.session_state.get(f"{KEY}_message")
 if message:
     st.success(message)
@@ -121,15 +132,18 @@ else:
     table = runs_table(summaries)
     counts = table["state"].value_counts().to_dict()
     st.caption(" · ".join(f"{count} {state}" for state, count in counts.items()))
-    st.dataframe(table, hide_index=True, width="stretch", key=f"{KEY}_table")
+    event = st.dataframe(table, hide_index=True, width="stretch", key=f"{KEY}_table",
+                         on_select="rerun", selection_mode="single-row")
+    st.caption("Click a row (its left edge) to open that run's report, or share `/runs?run=RUN_ID`.")
     by_id = {summary.run_id: summary for summary in summaries}
-    options = list(by_id)
-    if st.session_state.get(f"{KEY}_selected") not in by_id:
-        wanted = st.session_state.get("selected_run_id")
-        st.session_state[f"{KEY}_selected"] = wanted if wanted in by_id else options[0]
-    run_id = st.selectbox("Run", options, key=f"{KEY}_selected",
+    choose_run(table, list(event.selection.rows), by_id)
+    run_id = st.selectbox("Run", list(by_id), key=f"{KEY}_selected",
                           format_func=lambda rid: f"{rid} ({by_id[rid].state})")
     st.session_state["selected_run_id"] = run_id
+    st.session_state[f"{KEY}_applied_query"] = run_id
+    st.query_params["run"] = run_id
     run_actions(by_id[run_id])
+    if not by_id[run_id].broken:
+        report.run_report(by_id[run_id].path, f"{KEY}_report")
     st.divider()
     compare_picker(summaries)

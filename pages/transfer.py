@@ -1,4 +1,4 @@
-"""Transfer learning page: VGG16 on Dogs vs Cats (three strategies), sweeps, few-shot GTSRB."""
+"""Transfer learning page: VGG16 / MobileNetV2 / MobileNet, three strategies, sweeps, few-shot GTSRB."""
 
 import pandas as pd
 import streamlit as st
@@ -6,18 +6,21 @@ import streamlit as st
 from core import experiments, jobs, runs
 from core.datasets import registry
 from core.models import backbones
-from core.training import transfer_family as family
+from core.training import backbone_family as family
+from core.training import families
+from core.training.transfer_support import STRATEGIES
 from ui import common
 from ui import transfer as transfer_ui
 
 SESSION_DEFAULTS = {"transfer_last_run_id": None, "transfer_last_sweep": [],
                     "transfer_last_experiment": None}
-BACKBONE_SOURCES = ("ImageNet (Keras download)", "Local weights file", "Finished run")
+BACKBONE_SOURCES = ("ImageNet", "Weights file on this machine", "Finished run")
 STRATEGY_HELP = {
-    "feature-extraction": "Freeze the pretrained base, train only the new head (Flatten → Dense "
-                          "256 → Dropout 0.5 → softmax). Best with little data similar to ImageNet.",
-    "fine-tune": "Feature extraction first, then unfreeze VGG16's last block (block5) and keep "
-                 "training at a 10× lower learning rate. Epochs keep counting across both stages.",
+    "feature-extraction": "Freeze the pretrained base, train only the new head. Best with little "
+                          "data similar to ImageNet.",
+    "fine-tune": "Feature extraction first, then unfreeze the base's last blocks (VGG16: block5) "
+                 "and keep training at a low learning rate. BatchNorm stays in inference mode. "
+                 "Epochs keep counting across both stages.",
     "scratch": "The same network with random weights, all trainable, same data and epochs: the "
                "control every transfer result is measured against.",
 }
@@ -28,8 +31,9 @@ common.page_header(
     "Transfer learning",
     "Reuse what a network learnt on one task for another. The study's second experiment: VGG16 "
     "pretrained on ImageNet, a new head for **Dogs vs Cats**, trained three ways — feature "
-    "extraction, fine-tuning and, as the control, from scratch. Every run is a job with live "
-    "curves; compare them on the **Compare runs** page.",
+    "extraction, fine-tuning and, as the control, from scratch. MobileNetV2 and MobileNet do the "
+    "same in minutes on a laptop CPU. Every run is a job with live curves; compare them on the "
+    "**Compare runs** page.",
 )
 common.init_session_state()
 common.init_session_state(SESSION_DEFAULTS)
@@ -38,43 +42,52 @@ common.init_session_state(SESSION_DEFAULTS)
 st.subheader("1 · Data, backbone and strategy")
 left, right = st.columns(2)
 with left:
-    dataset = st.selectbox("Dataset", family.DATASETS, key="transfer_dataset",
+    dataset = st.selectbox("Dataset", sorted(registry.DATASET_NAMES, key=lambda name: name != "dogs-vs-cats"),
+                           key="transfer_dataset",
                            format_func=lambda name: registry.get_info(name).title)
     state = registry.status(dataset)
     if state != "ready":
         st.warning(f"{registry.get_info(dataset).title} is {state} here: install it on the "
-                   "**Datasets** page first (training fails without it).", icon=":material/warning:")
-    strategy = st.radio("Strategy", family.STRATEGIES, key="transfer_strategy", horizontal=True,
+                   "**Data & weights** page first (training fails without it).", icon=":material/warning:")
+    strategy = st.radio("Strategy", STRATEGIES, key="transfer_strategy", horizontal=True,
                         help="The study's three implementation strategies.")
     st.caption(STRATEGY_HELP[strategy])
 with right:
-    model = st.selectbox("Backbone network", family.BACKBONE_MODELS, key="transfer_model",
-                         format_func=lambda name: {"vgg16": "VGG16 (the study)",
-                                                   "mobilenetv2": "MobileNetV2 (lighter, for CPU labs)"}[name])
+    model = st.selectbox("Backbone network", backbones.BACKBONE_NAMES, key="transfer_model",
+                         format_func=backbones.BACKBONE_TITLES.get)
     weights_source = st.radio("Pretrained weights", BACKBONE_SOURCES, key="transfer_weights_source",
                               disabled=strategy == "scratch",
                               help="Scratch always starts from random weights.")
+defaults = family.defaults_for(model)
 
-image_size_default = NATURAL_SIZE[dataset]
+image_size_default = NATURAL_SIZE.get(dataset, 224)
 settings_left, settings_mid, settings_right = st.columns(3)
 with settings_left:
     image_size = int(st.number_input("Image size (px)", min_value=32, max_value=512,
                                      value=image_size_default, step=16, key=f"transfer_image_size_{dataset}",
                                      help="The study: 224 × 224 × 3. Smaller is much faster on a CPU."))
-    epochs = int(st.number_input("Epochs (whole budget)", min_value=1, max_value=500, value=100,
-                                 key="transfer_epochs", help="The study: 100."))
-    fine_tune_epochs = None
+    epochs = int(st.number_input("Epochs (whole budget)", min_value=1, max_value=500,
+                                 value=defaults["epochs"], key=f"transfer_epochs_{model}",
+                                 help="The study (VGG16): 100 on cached features. MobileNets: 30."))
+    fine_tune_epochs = fine_tune_blocks = None
     if strategy == "fine-tune":
+        module = backbones.backbone_module(model)
         fine_tune_epochs = int(st.number_input(
-            "of which fine-tuning block5", min_value=1, max_value=epochs, value=max(1, epochs // 2),
-            key="transfer_fine_tune_epochs"))
+            "of which fine-tuning", min_value=1, max_value=epochs,
+            value=min(epochs, defaults["fine_tune_epochs"] or max(1, epochs // 2)),
+            key=f"transfer_fine_tune_epochs_{model}"))
+        fine_tune_blocks = int(st.number_input(
+            "Unfreeze the last N blocks", min_value=1, max_value=module.NUM_BLOCKS,
+            value=module.DEFAULT_FINE_TUNE_BLOCKS, key=f"transfer_fine_tune_blocks_{model}",
+            help="VGG16: 1 = block5 (the study). MobileNetV2: 3 = blocks 14–16 and the last 1×1 "
+                 "convolution. MobileNet: 2 = the two 7×7 blocks."))
 with settings_mid:
-    batch_size = int(st.number_input("Batch size", min_value=1, max_value=1024, value=100,
+    batch_size = int(st.number_input("Batch size", min_value=1, max_value=1024, value=defaults["batch_size"],
                                      key="transfer_batch_size", help="The study: 100."))
-    learning_rate = st.select_slider("Learning rate (SGD, momentum 0.9)", LEARNING_RATES, value=1e-4,
-                                     key="transfer_learning_rate",
+    learning_rate = st.select_slider(f"Learning rate ({defaults['optimizer']})", LEARNING_RATES,
+                                     value=defaults["learning_rate"], key=f"transfer_learning_rate_{model}",
                                      format_func=lambda value: f"{value:g}",
-                                     help="The study: 1e-4; fine-tuning uses a tenth of it.")
+                                     help="The study: SGD 1e-4 with momentum 0.9; MobileNets: Adam 1e-3.")
 with settings_right:
     train_size = int(st.number_input(
         "Training images (train_size)", min_value=10, max_value=100_000,
@@ -84,7 +97,7 @@ with settings_right:
                                      value=500 if dataset == "dogs-vs-cats" else 1000, step=50,
                                      key=f"transfer_valid_size_{dataset}"))
 
-augment = st.checkbox("Augmentation (rotation + flip for Dogs vs Cats; rotation/shift/zoom for signs)",
+augment = st.checkbox("Augmentation (rotation + flip for photos; rotation/shift/zoom for signs)",
                       value=True, key="transfer_augment")
 bottleneck = st.checkbox(
     "Bottleneck cache: run the frozen base once and train the head on cached features",
@@ -105,18 +118,13 @@ problem = None
 if strategy != "scratch":
     if weights_source == BACKBONE_SOURCES[0]:
         weights = "imagenet"
-        transfer_ui.imagenet_weights_panel(model, image_size)
-        st.caption(f"No internet on this machine? {backbones.offline_hint(model)}")
+        transfer_ui.imagenet_weights_status(model)
+        transfer_ui.zero_shot_baseline(model, dataset, valid_size)
     elif weights_source == BACKBONE_SOURCES[1]:
-        found = backbones.discover_local_weights(model)
-        if found:
-            st.caption("Found under the data root: " + ", ".join(f"`{path}`" for path in found))
-        path_text = st.text_input("Weights file (.h5 or .weights.h5)",
-                                  value=str(found[0]) if found else "", key=f"transfer_weights_path_{model}",
-                                  placeholder=str(backbones.local_weights_dir() / backbones.LOCAL_WEIGHTS_NAMES[model][0]))
+        path_text = st.text_input("Weights file (.h5 or .weights.h5, no top)", key=f"transfer_weights_path_{model}",
+                                  placeholder="/path/to/mobilenet_v2_..._no_top.h5")
         if not path_text.strip():
-            problem = (f"Give the path of a {model} no-top weights file, or place one at "
-                       f"{backbones.local_weights_dir() / backbones.LOCAL_WEIGHTS_NAMES[model][0]}.")
+            problem = f"Give the path of a {model} no-top weights file."
         weights = path_text.strip()
     else:
         finished = [summary for summary in transfer_ui.run_summaries()
@@ -127,8 +135,9 @@ if strategy != "scratch":
             labels = {summary.run_id: summary.label for summary in finished}
             source_id = st.selectbox("Source run", list(labels), key="transfer_source_run",
                                      format_func=labels.get,
-                                     help="A VGG16 run lends its block1..5 weights; any other run "
-                                          "(e.g. LeNet) lends its layers to a copy of its own architecture.")
+                                     help="A run of the same backbone lends its base's weights; any "
+                                          "other run (e.g. LeNet) lends its layers to a copy of its "
+                                          "own architecture.")
             weights = f"run:{source_id}"
 
 config = {"model": model, "strategy": strategy, "dataset": dataset, "weights": weights,
@@ -137,12 +146,11 @@ config = {"model": model, "strategy": strategy, "dataset": dataset, "weights": w
           "augmentation": None if augment else {}, "bottleneck": bool(bottleneck),
           "bottleneck_copies": copies}
 if fine_tune_epochs is not None:
-    config["fine_tune_epochs"] = fine_tune_epochs
+    config.update(fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks)
 if weights.startswith("run:"):
     source_summary = runs.summarize_run(runs.run_path(weights[4:]))
-    if source_summary.model != "vgg16" or model != "vgg16":
-        # Any non-VGG run: copy its layers into its own architecture (the LeNet transfer family).
-        config = {"model": "lenet5-transfer", "strategy": strategy, "dataset": dataset,
+    if families.transfer_family_for_source(model, source_summary.model) == families.LENET_TRANSFER_MODEL:
+        config = {"model": families.LENET_TRANSFER_MODEL, "strategy": strategy, "dataset": dataset,
                   "source_run": weights[4:], "epochs": epochs, "batch_size": batch_size,
                   "train_size": train_size, "valid_size": valid_size}
         st.caption(f"Transfers the layers of **{source_summary.label}** into a copy of its "
@@ -184,10 +192,13 @@ if st.session_state["transfer_last_run_id"]:
 
 with st.expander("The same from a terminal"):
     st.code(
-        "python -m core.train --model vgg16 --strategy feature-extraction --dataset dogs-vs-cats \\\n"
-        "    --weights imagenet --image-size 224 --train-size 2000 --valid-size 500 --epochs 100\n"
-        "python -m core.train --model vgg16 --strategy fine-tune --dataset dogs-vs-cats "
-        "--weights data/weights/vgg16_notop.h5\n"
+        "python -m core.weights get mobilenetv2 --from mobilenet_v2_1.0_224_imagenet_no_top.weights.h5\n"
+        "python -m core.train --model mobilenetv2 --strategy feature-extraction --dataset dogs-vs-cats "
+        "--weights imagenet\n"
+        "python -m core.train --model mobilenetv2 --strategy fine-tune --dataset dogs-vs-cats "
+        "--weights imagenet --set fine_tune_blocks=3\n"
+        "python -m core.train --model vgg16 --strategy feature-extraction --dataset dogs-vs-cats "
+        "--weights imagenet --image-size 224 --train-size 2000 --valid-size 500 --epochs 100\n"
         "python -m core.train --model vgg16 --strategy scratch --dataset dogs-vs-cats\n"
         "python bench/bench_bottleneck.py   # per-epoch cost: base every epoch vs cached features",
         language="bash")

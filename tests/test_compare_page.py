@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pandas as pd
 import pytest
@@ -154,3 +155,23 @@ def test_compare_page_honours_the_runs_page_selection():
     assert app.multiselect(key="compare_selection").value == [other.name, scratch.name]
     assert isinstance(app.dataframe[0].value, pd.DataFrame)
     assert len(app.dataframe[0].value) == 2
+
+
+def test_default_selection_pairs_a_scratch_run_with_its_twin_not_with_the_latest_run():
+    scratch, transfer = write_scratch_and_transfer()
+    # Newer runs that are no twins of each other: other sizes, another dataset.
+    write_fixture_run({"model": "lenet5", "dataset": "gtsrb"}, SCRATCH_VAL,
+                      results={"num_train_images": 34_919})
+    write_fixture_run({"model": "mobilenetv2", "dataset": "dogs-vs-cats", "strategy": "feature-extraction",
+                       "train_size": 430}, TRANSFER_VAL, results={"num_train_images": 430})
+    assert charts.default_selection(runs.list_runs()) == [scratch.name, transfer.name]
+    # A sweep: twins share the sweep id and the labels per class, never another sweep's runs.
+    time.sleep(1.05)  # run ids and creation times have one-second resolution: make the sweep newer
+    sweep = {"model": "mobilenetv2", "dataset": "dogs-vs-cats", "sweep_id": "sweep-a"}
+    sweep_scratch = write_fixture_run({**sweep, "strategy": "scratch", "labels_per_class": 10},
+                                      SCRATCH_VAL, results={"num_train_images": 20})
+    write_fixture_run({**sweep, "sweep_id": "sweep-b", "strategy": "feature-extraction",
+                       "labels_per_class": 10}, TRANSFER_VAL, results={"num_train_images": 20})
+    sweep_transfer = write_fixture_run({**sweep, "strategy": "feature-extraction", "labels_per_class": 10},
+                                       TRANSFER_VAL, results={"num_train_images": 20})
+    assert charts.default_selection(runs.list_runs()) == [sweep_scratch.name, sweep_transfer.name]

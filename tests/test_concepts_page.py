@@ -214,4 +214,46 @@ def test_playground_uses_an_uploaded_picture(app_test):
     app_test.file_uploader(key="concepts_upload").set_value(("notes.png", b"not a picture",
                                                               "image/png")).run()
     assert not app_test.exception
-    assert "Could not read the upload as an image" in app_test.error[0].value
+    assert "This file is not an image we can read" in app_test.error[0].value  # core.imaging
+
+
+def _table_with(app_test, column: str):
+    """The displayed table holding ``column`` (display-only dataframes carry no key in AppTest)."""
+    return next(table.value for table in app_test.dataframe if column in table.value.columns)
+
+
+def test_partial_c3_table_switches_the_lenet_count_and_is_checked_with_keras(app_test):
+    metrics = _metrics(app_test)
+    assert metrics["C3 fully connected"] == "2,416 parameters"
+    assert metrics["C3 with table I"] == "1,516 parameters"
+    table_figure = json.loads(app_test.get("plotly_chart")[[
+        json.loads(chart.proto.spec)["layout"].get("title", {}).get("text", "").startswith("C3 maps")
+        for chart in app_test.get("plotly_chart")].index(True)].proto.spec)
+    cells = table_figure["data"][0]["text"]
+    assert sum(cell == "X" for row in cells for cell in row) == 60
+    assert [cells[row][12] for row in range(6)] == ["X", "X", "", "X", "X", ""]
+    app_test.toggle(key="concepts_partial_c3").set_value(True).run()
+    assert not app_test.exception
+    assert _metrics(app_test)["Parameters"] == "60,806"  # 61,706 − (2,416 − 1,516)
+    stack = _table_with(app_test, "layer")
+    assert dict(zip(stack["layer"], stack["parameters"]))["C3"] == 1516
+    app_test.button(key="concepts_c3_keras_check").click().run()
+    assert not app_test.exception
+    assert "`PartialConv2D` with table I 1,516" in app_test.success[0].value
+    assert "`Conv2D(16, 5)` 2,416" in app_test.success[0].value
+
+
+def test_strided_tab_compares_pooling_with_strided_convolutions(app_test):
+    table = _table_with(app_test, "variant")
+    rows = table.set_index("variant")
+    assert list(rows["output size"]) == ["16×16×96"] * 3
+    assert list(rows["receptive field"]) == [7, 7, 5]
+    assert list(rows["parameters added"]) == [0, 83_040, 0]
+    assert any("Striving for simplicity" in caption.value for caption in app_test.caption)
+    app_test.number_input(key="concepts_strided_pool_stride").set_value(1).run()
+    app_test.number_input(key="concepts_strided_filters").set_value(8).run()
+    assert not app_test.exception
+    rows = _table_with(app_test, "variant").set_index("variant")
+    assert list(rows["output size"]) == ["32×32×8"] * 3
+    assert list(rows["receptive field"]) == [7, 7, 5]
+    assert list(rows["parameters added"]) == [0, 3 * 3 * 8 * 8 + 8, 0]

@@ -136,9 +136,9 @@ def tiny_gtsrb(tmp_path, monkeypatch):
 def test_cli_reuses_the_source_and_prints_scratch_then_transfer_run_dirs(tiny_gtsrb, isolated_roots):
     keras = pytest.importorskip("keras")
     from core.models import lenet
-    from core.training import transfer_family
+    from core.training import lenet_transfer_family
 
-    source = transfer_family.resolve_config(experiments.source_config("gtsrb-half", epochs=1))
+    source = lenet_transfer_family.resolve_config(experiments.source_config("gtsrb-half", epochs=1))
     source_dir = _fake_run(source, val_accuracy=0.95, with_model=False)
     lenet.build_lenet(21, (32, 32, 1), conv_filters=(4, 8), dense_units=(16,)).save(
         source_dir / runs.MODEL_FILE)
@@ -163,3 +163,29 @@ def test_cli_reuses_the_source_and_prints_scratch_then_transfer_run_dirs(tiny_gt
     register_custom_layers()
     model = keras.saving.load_model(f"{transfer_dir}/{runs.MODEL_FILE}", safe_mode=True, compile=False)
     assert model.get_layer("predictions").units == 22
+
+
+def test_sweep_cli_queues_scratch_and_transfer_twins_under_one_budget(isolated_roots, tmp_path):
+    keras = pytest.importorskip("keras")
+    weights = tmp_path / "mobilenet_small.weights.h5"
+    keras.applications.MobileNet(input_shape=(224, 224, 3), alpha=0.25, include_top=False,
+                                 weights=None).save_weights(weights)
+    completed = subprocess.run(
+        [sys.executable, "-m", "core.experiments", "sweep", "--model", "mobilenet", "--dataset",
+         "synthetic-signs", "--per-class", "10,3", "--weights", str(weights), "--epochs", "2",
+         "--image-size", "64", "--runs-dir", str(isolated_roots["runs"]), "--no-wait"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    try:
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        folders = completed.stdout.strip().splitlines()
+        configs = [runs.read_config(folder) for folder in folders]
+        assert [(config["labels_per_class"], config["strategy"]) for config in configs] == [
+            (3, "scratch"), (3, "feature-extraction"), (10, "scratch"), (10, "feature-extraction")]
+        assert {(config["epochs"], config["image_size"], config["sweep_id"]) for config in configs} == {
+            (2, 64, configs[0]["sweep_id"])}
+        assert {config["weights"] for config in configs} == {"none", str(weights.resolve())}
+    finally:
+        from core import jobs
+
+        for summary in runs.list_runs(isolated_roots["runs"]):
+            jobs.cancel(summary.run_id, isolated_roots["runs"])

@@ -209,3 +209,25 @@ def test_progress_estimates_eta_from_epoch_times():
     assert summary["fraction"] == pytest.approx(0.25)
     assert summary["seconds_per_epoch"] == 10.0
     assert summary["eta_seconds"] == pytest.approx(75.0)
+
+
+def test_depends_on_holds_a_job_until_its_source_completes_and_fails_it_otherwise(isolated_roots):
+    config = {"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs", "epochs": 1}
+    source = jobs.create_job(config)
+    dependent = jobs.create_job({**config, "depends_on": source.name})
+    assert runs.read_config(dependent)["depends_on"] == [source.name]
+    later = jobs.create_job(config)
+    runs.update_status(source, state=runs.RUNNING, pid=os.getpid(), heartbeat=jobs.heartbeat_now())
+    assert jobs.dependencies_state(dependent) == ([source.name], None)
+    # A run still waiting for its dependency does not hold the FIFO line for later runs.
+    assert dependent.name not in jobs.runs_ahead(later)
+    runs.update_status(source, state=runs.COMPLETED)
+    assert jobs.dependencies_state(dependent) == ([], None)
+    runs.update_status(source, state=runs.FAILED)
+    active, reason = jobs.dependencies_state(dependent)
+    assert not active and reason == f"run {source.name}, which this run depends on, ended failed"
+    assert jobs.wait_for_slot(dependent, poll_seconds=0.01) is None
+    status = runs.read_status(dependent)
+    assert status["state"] == runs.FAILED and "depends on" in status["error"]
+    with pytest.raises(ValueError, match="No run named '20200101-000000-nothing-here'"):
+        jobs.create_job({**config, "depends_on": ["20200101-000000-nothing-here"]})

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
-import socket
-import threading
-from functools import partial
-
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from core.models import backbones, vgg16  # noqa: E402
+from core.models import backbones, transfer, vgg16  # noqa: E402
 from core.models.transfer_layers import CaffePreprocessing  # noqa: E402
+from core.training import backbone_family as family  # noqa: E402
 from core.training import bottleneck  # noqa: E402
-from core.training import transfer_family as family  # noqa: E402
 
 IMAGE_SIZE = 32
 
@@ -53,10 +47,10 @@ def test_caffe_preprocessing_matches_keras_and_survives_safe_mode_round_trip(tmp
 
 
 def test_transfer_model_is_flat_keeps_vgg16_names_and_the_study_head(tmp_path):
-    model = vgg16.build_transfer_model(2, image_size=IMAGE_SIZE)
+    model = transfer.build_transfer_model(2, image_size=IMAGE_SIZE)
     names = [layer.name for layer in model.layers]
-    assert set(backbones.VGG16_CONV_LAYERS) <= set(names)
-    assert names[-4:] == list(vgg16.HEAD_LAYER_NAMES)
+    assert set(vgg16.CONV_LAYERS) <= set(names)
+    assert names[-4:] == ["head_flatten", "head_dense", "head_dropout", "predictions"]
     assert model.get_layer("head_dense").units == 256
     assert model.get_layer("head_dropout").rate == 0.5
     model.save(tmp_path / "model.keras")
@@ -67,90 +61,65 @@ def test_transfer_model_is_flat_keeps_vgg16_names_and_the_study_head(tmp_path):
 
 
 def test_feature_extraction_freezes_the_base_and_fine_tuning_unfreezes_exactly_block5():
-    model = vgg16.build_transfer_model(3, image_size=IMAGE_SIZE, freeze_base=True)
+    model = transfer.build_transfer_model(3, image_size=IMAGE_SIZE, freeze_base=True)
     trainable_layers = {weight.path.split("/")[0] for weight in model.trainable_weights}
     assert trainable_layers == {"head_dense", "predictions"}
-    unfrozen = vgg16.unfreeze_block5(model)
-    assert unfrozen == list(backbones.VGG16_BLOCK5_LAYERS)
+    unfrozen = transfer.unfreeze_top_blocks(model, "vgg16", 1)
+    assert unfrozen == ["block5_conv1", "block5_conv2", "block5_conv3"]
     trainable_layers = {weight.path.split("/")[0] for weight in model.trainable_weights}
     assert trainable_layers == {"block5_conv1", "block5_conv2", "block5_conv3", "head_dense", "predictions"}
-    scratch = vgg16.build_transfer_model(3, image_size=IMAGE_SIZE, freeze_base=False)
-    assert vgg16.count_params(scratch)[1] == 0
+    assert transfer.unfreeze_top_blocks(model, "vgg16", 2)[:3] == ["block4_conv1", "block4_conv2", "block4_conv3"]
+    scratch = transfer.build_transfer_model(3, image_size=IMAGE_SIZE, freeze_base=False)
+    assert transfer.count_params(scratch)[1] == 0
+    with pytest.raises(ValueError, match="fine_tune_blocks must be an int in 1..5"):
+        transfer.top_block_layers(model, "vgg16", 6)
+
+
+@pytest.mark.parametrize("backbone, blocks, first, last", [
+    ("mobilenetv2", 1, "block_16_expand", "out_relu"),
+    ("mobilenetv2", 3, "block_14_expand", "out_relu"),
+    ("mobilenet", 2, "conv_pad_12", "conv_pw_13_relu"),
+])
+def test_mobilenet_top_blocks_are_the_last_blocks_of_the_graph(backbone, blocks, first, last):
+    model = transfer.build_transfer_model(2, backbone=backbone, image_size=IMAGE_SIZE, head="pooling",
+                                          head_units=0)
+    names = transfer.top_block_layers(model, backbone, blocks)
+    base_names = [layer.name for layer in transfer.base_layers(model)]
+    assert names[0] == first and names[-1] == last
+    assert names == base_names[base_names.index(first):]  # a contiguous top slice of the base
+    unfrozen = transfer.unfreeze_top_blocks(model, backbone, blocks)
+    trainable = {weight.path.split("/")[0] for weight in model.trainable_weights}
+    assert trainable == set(unfrozen) | {"predictions"}
+    assert all(transfer.base_layers(model)[0].trainable is False for _ in range(1))
 
 
 def test_local_weights_files_load_back_exactly(random_base_weights):
     for path in (random_base_weights["modern"], random_base_weights["legacy"]):
-        model = vgg16.build_transfer_model(2, image_size=IMAGE_SIZE * 2, weights_file=path)
+        model = transfer.build_transfer_model(2, image_size=IMAGE_SIZE * 2, weights_file=path)
         for name, values in random_base_weights["values"].items():
             for loaded, saved in zip(model.get_layer(name).get_weights(), values):
                 np.testing.assert_array_equal(loaded, saved)
 
 
-def test_local_weights_are_discovered_under_the_data_root(random_base_weights, isolated_roots):
-    with pytest.raises(ValueError, match="no vgg16 weights file"):
-        backbones.parse_weights("local")
-    target = isolated_roots["data"] / "weights" / "vgg16_notop.h5"
-    target.parent.mkdir()
-    target.write_bytes(random_base_weights["legacy"].read_bytes())
-    choice = backbones.parse_weights("local")
-    assert choice.kind == "file" and choice.path == target.resolve()
+def test_weights_settings_parse(random_base_weights):
+    choice = backbones.parse_weights(str(random_base_weights["legacy"]))
+    assert choice.kind == "file" and choice.path == random_base_weights["legacy"].resolve()
     assert backbones.parse_weights("imagenet").kind == "imagenet"
     assert backbones.parse_weights(None).kind == "none"
+    assert backbones.parse_weights("run:abc").as_setting() == "run:abc"
     with pytest.raises(ValueError, match="not a file"):
-        backbones.parse_weights(str(target) + ".missing")
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves ``tmp_path/served`` on 127.0.0.1; yields (folder, base URL)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_imagenet_download_checks_size_and_md5_and_reports_progress(http_server, tmp_path):
-    folder, url = http_server
-    payload = np.random.default_rng(2).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
-    (folder / "weights.h5").write_bytes(payload)
-    cache = tmp_path / "keras-models"
-    seen = []
-    path = backbones.ensure_imagenet_weights(
-        url=f"{url}/weights.h5", cache_dir=cache, expected_md5=hashlib.md5(payload).hexdigest(),
-        expected_bytes=len(payload), progress=lambda done, total: seen.append((done, total)))
-    assert path == cache / backbones.VGG16_NOTOP_FILE and path.read_bytes() == payload
-    assert seen[0] == (0, len(payload)) and seen[-1] == (len(payload), len(payload)) and len(seen) > 2
-    path.unlink()
-    with pytest.raises(backbones.WeightsUnavailableError, match="corrupt"):
-        backbones.ensure_imagenet_weights(url=f"{url}/weights.h5", cache_dir=cache,
-                                          expected_md5="0" * 32, expected_bytes=len(payload))
-    assert not any(cache.iterdir())  # no half or wrong file left behind
-
-
-def test_offline_download_error_points_to_the_local_file_option(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again: nothing listens there
-    with pytest.raises(backbones.WeightsUnavailableError) as raised:
-        backbones.ensure_imagenet_weights(url=f"http://127.0.0.1:{port}/x.h5", cache_dir=tmp_path)
-    message = str(raised.value)
-    assert "Offline?" in message and str(backbones.local_weights_dir()) in message
-    assert "--weights PATH" in message
+        backbones.parse_weights(str(random_base_weights["legacy"]) + ".missing")
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        backbones.parse_weights("imagenet", "resnet")
 
 
 def test_bottleneck_cache_computes_once_and_rotates_augmented_copies(isolated_roots):
-    model = vgg16.build_transfer_model(
+    model = transfer.build_transfer_model(
         2, image_size=IMAGE_SIZE,
         augmentation=keras.Sequential([keras.layers.RandomFlip("horizontal", seed=1)], name="augmentation"))
     images = np.random.default_rng(3).integers(0, 256, (6, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     labels = np.array([0, 1, 0, 1, 0, 1])
-    extractor = vgg16.feature_extractor(model)
+    extractor = transfer.feature_extractor(model)
     calls = []
 
     def compute():
@@ -185,6 +154,7 @@ def test_resolve_config_fills_the_study_defaults_and_validates(tmp_path):
     assert resolved["preprocessing"] == {"image_size": 224, "color": "rgb", "equalization": "none", "blur": 0}
     fine = family.resolve_config({"model": "vgg16", "strategy": "fine-tune", "epochs": 10})
     assert fine["fine_tune_epochs"] == 5 and fine["fine_tune_learning_rate"] == pytest.approx(1e-5)
+    assert fine["fine_tune_blocks"] == 1  # block5, the study
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"x")
     scratch = family.resolve_config({"model": "vgg16", "strategy": "scratch", "weights": str(weights)})
@@ -196,15 +166,31 @@ def test_resolve_config_fills_the_study_defaults_and_validates(tmp_path):
                        ({"image_size": 16}, "at least 32"),
                        ({"weights": "none"}, "needs pretrained weights"),
                        ({"fine_tune_epochs": 3, "strategy": "fine-tune", "epochs": 2}, "between 1 and epochs"),
-                       ({"model": "mobilenetv2", "strategy": "fine-tune"}, "block5"),
+                       ({"strategy": "fine-tune", "fine_tune_blocks": 6}, "between 1 and 5"),
                        ({"colour": "red"}, "unknown transfer setting")):
         with pytest.raises(ValueError, match=match):
             family.resolve_config({"model": "vgg16", **bad})
 
 
-def test_mobilenet_backbone_builds_with_its_own_preprocessing():
-    model = vgg16.build_transfer_model(2, backbone="mobilenetv2", image_size=IMAGE_SIZE)
-    assert model.get_layer("mobilenetv2_preprocessing").scale == pytest.approx(1 / 127.5)
-    assert model.get_layer(backbones.LAST_CONV_LAYER["mobilenetv2"]) is not None
-    trainable, frozen = vgg16.count_params(model)
-    assert frozen > 2_000_000 and trainable < frozen
+def test_mobilenet_defaults_suit_two_cpu_cores():
+    mobile = family.resolve_config({"model": "mobilenetv2", "strategy": "fine-tune", "weights": "imagenet"})
+    expected = {"head": "pooling", "head_units": 0, "optimizer": "adam", "learning_rate": 1e-3,
+                "epochs": 30, "fine_tune_epochs": 5, "fine_tune_blocks": 3,
+                "fine_tune_learning_rate": 1e-5, "alpha": 1.0, "bottleneck": True}
+    assert {key: mobile[key] for key in expected} == expected
+    assert family.resolve_config({"model": "mobilenet", "strategy": "fine-tune"})["fine_tune_blocks"] == 2
+    assert family.resolve_config({"model": "mobilenet", "strategy": "scratch"})["alpha"] == 0.75
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        family.resolve_config({"model": "mobilenet", "alpha": 0.6})
+
+
+@pytest.mark.parametrize("backbone, last_conv, frozen_at_least", [
+    ("mobilenetv2", "out_relu", 2_000_000), ("mobilenet", "conv_pw_13_relu", 1_000_000)])
+def test_mobilenet_backbones_build_with_their_own_preprocessing(backbone, last_conv, frozen_at_least):
+    model = transfer.build_transfer_model(2, backbone=backbone, image_size=IMAGE_SIZE)
+    assert model.get_layer(f"{backbone}_preprocessing").scale == pytest.approx(1 / 127.5)
+    assert model.get_layer(f"{backbone}_preprocessing").offset == pytest.approx(-1.0)
+    assert model.get_layer(backbones.backbone_module(backbone).LAST_CONV_LAYER) is not None
+    assert model.get_layer(last_conv) is not None
+    trainable, frozen = transfer.count_params(model)
+    assert frozen > frozen_at_least and trainable < frozen

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from core import jobs, runs
@@ -25,36 +23,49 @@ def test_transfer_page_shows_the_study_defaults():
     assert app.selectbox(key="transfer_dataset").value == "dogs-vs-cats"
     assert app.radio(key="transfer_strategy").value == "feature-extraction"
     assert app.number_input(key="transfer_image_size_dogs-vs-cats").value == 224
-    assert app.number_input(key="transfer_epochs").value == 100
+    assert app.number_input(key="transfer_epochs_vgg16").value == 100
     assert app.number_input(key="transfer_batch_size").value == 100
     assert app.number_input(key="transfer_train_size_dogs-vs-cats").value == 2000
     assert app.number_input(key="transfer_valid_size_dogs-vs-cats").value == 500
-    assert app.select_slider(key="transfer_learning_rate").value == pytest.approx(1e-4)
+    assert app.select_slider(key="transfer_learning_rate_vgg16").value == pytest.approx(1e-4)
     assert app.number_input(key="transfer_copies").value == 5
     assert any("5 augmented copies" in caption.value for caption in app.caption)
     assert any("Yosinski" in block.value for block in app.markdown)
 
 
-def test_offline_imagenet_download_points_to_the_local_file_option(monkeypatch, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("TLLAB_WEIGHTS_MIRROR", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+def test_mobilenet_defaults_and_missing_imagenet_weights_say_how_to_install_them():
     app = run_page("pages/transfer.py")
-    assert any("not downloaded yet" in info.value for info in app.info)
-    app.button(key="transfer_download_weights").click().run()
+    app.selectbox(key="transfer_model").set_value("mobilenetv2").run()
     assert not app.exception
-    message = " ".join(error.value for error in app.error)
-    assert "Could not download the ImageNet weights" in message
-    assert "Offline?" in message and "Local weights file" in message
+    assert app.number_input(key="transfer_epochs_mobilenetv2").value == 30
+    assert app.select_slider(key="transfer_learning_rate_mobilenetv2").value == pytest.approx(1e-3)
+    message = " ".join(info.value for info in app.info)
+    assert "not installed" in message and "python -m core.weights get mobilenetv2 --from FILE" in message
+    app.radio(key="transfer_strategy").set_value("fine-tune").run()
+    assert app.number_input(key="transfer_fine_tune_blocks_mobilenetv2").value == 3
+    assert app.number_input(key="transfer_fine_tune_epochs_mobilenetv2").value == 5
+
+
+def test_installed_imagenet_weights_are_named_with_their_source(tmp_path):
+    keras = pytest.importorskip("keras")
+    from core import weights
+
+    path = tmp_path / "mobilenet_small.weights.h5"
+    keras.applications.MobileNet(input_shape=(224, 224, 3), alpha=0.25, include_top=False,
+                                 weights=None).save_weights(path)
+    weights.import_file("mobilenet", path)
+    app = run_page("pages/transfer.py")
+    app.selectbox(key="transfer_model").set_value("mobilenet").run()
+    assert not app.exception
+    message = " ".join(success.value for success in app.success)
+    assert "ImageNet weights installed" in message and str(path.resolve()) in message
 
 
 def test_start_queues_a_scratch_job_with_the_page_settings(cancel_queued_runs):
     app = run_page("pages/transfer.py")
     app.radio(key="transfer_strategy").set_value("scratch").run()
     app.number_input(key="transfer_image_size_dogs-vs-cats").set_value(64).run()
-    app.number_input(key="transfer_epochs").set_value(3).run()
+    app.number_input(key="transfer_epochs_vgg16").set_value(3).run()
     app.button(key="transfer_start").click().run()
     assert not app.exception and not app.error, [error.value for error in app.error]
     run_id = app.session_state["transfer_last_run_id"]
@@ -64,11 +75,14 @@ def test_start_queues_a_scratch_job_with_the_page_settings(cancel_queued_runs):
 
 
 def test_local_file_backbone_and_sweep_queue_scratch_and_transfer_per_size(cancel_queued_runs, tmp_path):
-    weights = tmp_path / "vgg16_notop.h5"
-    weights.write_bytes(b"not really weights; the runs are cancelled before they load it")
+    keras = pytest.importorskip("keras")
+    weights = tmp_path / "mobilenet_notop.weights.h5"
+    keras.applications.MobileNet(input_shape=(224, 224, 3), alpha=0.25, include_top=False,
+                                 weights=None).save_weights(weights)
     app = run_page("pages/transfer.py")
-    app.radio(key="transfer_weights_source").set_value("Local weights file").run()
-    app.text_input(key="transfer_weights_path_vgg16").input(str(weights)).run()
+    app.selectbox(key="transfer_model").set_value("mobilenet").run()
+    app.radio(key="transfer_weights_source").set_value("Weights file on this machine").run()
+    app.text_input(key="transfer_weights_path_mobilenet").input(str(weights)).run()
     app.multiselect(key="transfer_sweep_sizes").set_value([100, 500]).run()
     app.button(key="transfer_sweep").click().run()
     assert not app.exception and not app.error, [error.value for error in app.error]
@@ -76,7 +90,8 @@ def test_local_file_backbone_and_sweep_queue_scratch_and_transfer_per_size(cance
     assert sorted((config["train_size"], config["strategy"]) for config in configs) == [
         (100, "feature-extraction"), (100, "scratch"), (500, "feature-extraction"), (500, "scratch")]
     assert len({config["sweep_id"] for config in configs}) == 1
-    assert {config["weights"] for config in configs if config["strategy"] != "scratch"} == {str(weights)}
+    assert {config["weights"] for config in configs if config["strategy"] != "scratch"} == {str(weights.resolve())}
+    assert {config["alpha"] for config in configs if config["strategy"] != "scratch"} == {0.25}
 
 
 def test_few_shot_button_queues_source_then_both_arms(cancel_queued_runs):

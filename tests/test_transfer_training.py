@@ -18,7 +18,6 @@ from PIL import Image  # noqa: E402
 
 from core import jobs, runs, worker  # noqa: E402
 from core.inference import Predictor  # noqa: E402
-from core.models import backbones  # noqa: E402
 
 IMAGE_SIZE = 32
 IMAGES_PER_CLASS = 30
@@ -99,13 +98,16 @@ def test_feature_extraction_with_a_local_file_keeps_the_file_weights_frozen(data
     run_dir = _train({"model": "vgg16", "strategy": "feature-extraction", "weights": str(path),
                       "epochs": 2, "bottleneck_copies": 2, **TINY})
     config = runs.read_config(run_dir)
-    assert config["weights_md5"] == backbones.file_md5(path)
+    from core.weights import file_sha256
+    from core.models import vgg16
+
+    assert config["weights_sha256"] == file_sha256(path)
     model = _load(run_dir)
-    _assert_layers_equal(model, reference, backbones.VGG16_CONV_LAYERS)  # the file's, untouched
+    _assert_layers_equal(model, reference, vgg16.CONV_LAYERS)  # the file's, untouched
     metrics = runs.read_metrics(run_dir)
     assert list(metrics["epoch"]) == [1, 2] and metrics["val_accuracy"].notna().all()
     results = runs.read_results(run_dir)
-    assert results["weights_file_md5"] == config["weights_md5"]
+    assert results["weights_sha256"] == config["weights_sha256"]
     assert results["bottleneck_copies"] == 2
     assert results["non_trainable_params"] == 14_714_688  # the whole VGG16 base is frozen
     assert results["trainable_params"] == 512 * 256 + 256 + 256 * 2 + 2
@@ -126,17 +128,17 @@ def test_fine_tuning_changes_only_block5_and_keeps_counting_epochs(data_root, we
     assert metrics["learning_rate"].iloc[-1] == pytest.approx(0.05)
     assert metrics["learning_rate"].iloc[0] == pytest.approx(1e-4)
     results = runs.read_results(run_dir)
-    assert results["unfrozen_layers"] == list(backbones.VGG16_BLOCK5_LAYERS)
-    frozen = [name for name in backbones.VGG16_CONV_LAYERS if not name.startswith("block5")]
+    assert results["unfrozen_layers"] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    from core.models import transfer, vgg16
+
+    frozen = [name for name in vgg16.CONV_LAYERS if not name.startswith("block5")]
     _assert_layers_equal(_load(run_dir), reference, frozen)
     # Train the same way in memory to see block5 move while blocks 1-4 stay put.
-    from core.training import transfer_family as family
+    from core.training import backbone_family as family
 
     resolved = runs.read_config(run_dir)
     model = family.build_model_for_config(resolved, 2, path)
-    from core.models import vgg16
-
-    vgg16.unfreeze_block5(model)
+    transfer.unfreeze_top_blocks(model, "vgg16", 1)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss="sparse_categorical_crossentropy")
     images = np.random.default_rng(0).integers(0, 256, (8, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")

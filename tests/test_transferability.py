@@ -183,17 +183,18 @@ def test_random_control_scores_through_the_bottleneck_cache_and_caches_the_score
 
 
 def test_imagenet_source_without_installed_weights_says_where_they_are_expected(isolated_roots):
-    with pytest.raises(ValueError, match="no no-top ImageNet weights for mobilenet"):
+    with pytest.raises(ValueError, match="no no-top ImageNet weights for mobilenet are installed. Offline"):
         tr.score("imagenet:mobilenet", "synthetic-signs", max_images=8)
 
 
 def test_leep_with_only_no_top_weights_says_so(isolated_roots):
     import keras
 
-    folder = isolated_roots["data"] / "weights"
-    folder.mkdir()
+    from core import weights
+
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
-    base.save_weights(folder / "mobilenetv2_notop.weights.h5")
+    base.save_weights(isolated_roots["data"] / "random_notop.weights.h5")
+    weights.import_file("mobilenetv2", isolated_roots["data"] / "random_notop.weights.h5")
     with pytest.raises(ValueError, match="only no-top weights are installed"):
         tr.score("imagenet:mobilenetv2", "synthetic-signs", "leep", max_images=8, image_size=32)
     assert math.isfinite(tr.score("imagenet:mobilenetv2", "synthetic-signs", "hscore", max_images=8,
@@ -262,10 +263,9 @@ def test_real_imagenet_mobilenetv2_beats_the_random_control_on_cat_and_dog_photo
 
     archive = shared_file("dogs-vs-cats", "train-2000.zip")
     datasets.get("dogs-vs-cats", [archive])
-    folder = isolated_roots["data"] / "weights"
-    folder.mkdir()
-    (folder / "mobilenetv2_notop.weights.h5").symlink_to(
-        SHARED_WEIGHTS / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5")
+    from core import weights
+
+    weights.import_file("mobilenetv2", SHARED_WEIGHTS / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5")
     imagenet = tr.score("imagenet:mobilenetv2", "dogs-vs-cats", "logme", max_images=40, image_size=96)
     control = tr.score("random:mobilenetv2", "dogs-vs-cats", "logme", max_images=40, image_size=96)
     assert imagenet > control + 0.1

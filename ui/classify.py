@@ -20,6 +20,7 @@ from core.charts import classify as charts
 from core.inference import ImageError, Predictor, read_image
 from core.predictor import (PredictorError, format_probability, guess_label, model_mtime,
                             prediction_table, score_table, top_k_from_probabilities)
+from ui import imagenet as imagenet_view
 
 LOGGER = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ def show_result(predictor: Predictor, explainer, name: str, image, key: str,
                             key=f"{key}_chart", config={"displayModeBar": False})
             st.caption(f"Latency: {result['latency_ms']:.1f} ms (preprocessing + model, "
                        f"after warm-up)")
+            imagenet_view.imagenet_top_k(image, key)
         with right:
             if show_gradcam and explainer is not None:
                 _show_gradcam(explainer, result, top)

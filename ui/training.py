@@ -3,8 +3,9 @@
 * ``live_run(run_id, key=...)``: state, device, progress within the epoch, ETA, live learning
   curves and a cancel button, refreshed by an ``@st.fragment(run_every=...)`` that only reads the
   run folder. When the run ends it reruns the page once, so the page can show the results.
-* ``run_results(run_id, key=...)``: test accuracy, curves, confusion matrix with class names on
-  hover, per-class accuracy bars and a gallery of misclassified test images.
+* ``run_results(run_id, key=...)``: a finished run, through the one run report
+  (``ui.report.run_report``: figures, curves, config diff, confusion matrix, per-class accuracy,
+  misclassified gallery, log, downloads).
 
 Nothing here writes into a run folder except ``core.jobs.cancel``.
 """
@@ -19,8 +20,6 @@ from core import jobs, runs
 from core.charts import training as training_charts
 
 POLL_SECONDS = 2.0
-GALLERY_COLUMNS = 8
-GALLERY_IMAGE_WIDTH = 96
 STATE_ICONS = {
     runs.QUEUED: ":material/hourglass_top:",
     runs.RUNNING: ":material/directions_run:",
@@ -130,49 +129,11 @@ def live_run(run_id: str, *, key: str = "live", reference_val_accuracy=None,
     st.fragment(run_every=poll_seconds)(_live_body)(*arguments, True)
 
 
-@st.cache_data(show_spinner="Loading the misclassified test images…", max_entries=8)
-def _images_by_file_name(dataset: str, image_size: int, file_names: tuple[str, ...]) -> list:
-    """The test images with these file names, in order (None where not found)."""
-    from core import datasets
-
-    split = datasets.load(dataset, "test", image_size)
-    index = {name: position for position, name in enumerate(split.file_names)}
-    return [split.images[index[name]] if name in index else None for name in file_names]
-
-
-def misclassified_gallery(run_id: str, results: dict, config: dict, *, key: str = "gallery",
-                          limit: int = 32) -> None:
-    """A grid of the most confident mistakes on the test split, with true and predicted labels."""
-    mistakes = (results.get("misclassified") or [])[:limit]
-    if not mistakes:
-        st.caption("No misclassified test images.")
-        return
-    names = results.get("class_names") or runs.read_class_names(runs.run_path(run_id)) or []
-    size = int((config.get("preprocessing") or {}).get("image_size") or config.get("image_size") or 32)
-    try:
-        images = _images_by_file_name(str(config.get("dataset")), size,
-                                      tuple(str(item["file_name"]) for item in mistakes))
-    except (ValueError, OSError) as error:
-        st.caption(f"The test images are not available on this machine ({error}).")
-        return
-
-    def label(index: int) -> str:
-        return names[index] if 0 <= index < len(names) else str(index)
-
-    columns = st.columns(GALLERY_COLUMNS)
-    for position, (item, image) in enumerate(zip(mistakes, images)):
-        with columns[position % GALLERY_COLUMNS]:
-            caption = (f"true: {label(item['true'])} · predicted: {label(item['predicted'])} "
-                       f"({item['confidence']:.0%})")
-            if image is None:
-                st.caption(f"{item['file_name']} (image not found) — {caption}")
-            else:
-                st.image(image, caption=caption, width=GALLERY_IMAGE_WIDTH)
-
-
 def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=None,
                 reference_name: str = "reference (val)", reference_test_accuracy=None) -> None:
-    """Shows a finished run: figures, curves, confusion matrix, per-class bars, mistakes.
+    """Shows a finished run through the one run report (``ui.report.run_report``).
+
+    Kept for the pages that call it by run id; the report itself lives in ``ui/report.py``.
 
     Args:
         run_id: the run.
@@ -181,51 +142,12 @@ def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=Non
         reference_name: its legend name.
         reference_test_accuracy: a reference test accuracy shown as the metric's delta.
     """
-    status = _read_status(run_id)
-    if status is None:
+    from ui import report  # ui.report builds on this module's live view: import it late
+
+    try:
+        run_dir = runs.run_path(run_id)
+    except runs.RunError as error:
+        st.warning(f"Run {run_id} cannot be read: {error}")
         return
-    run_dir = runs.run_path(run_id)
-    config = runs.read_config(run_dir)
-    results = runs.read_results(run_dir) or {}
-    metrics = runs.read_metrics(run_dir)
-    st.markdown(f"{state_line(status)} · run `{run_id}`")
-    if status["state"] == runs.FAILED:
-        st.error(f"Failed: {status.get('error') or 'unknown error'}")
-    columns = st.columns(4)
-    test_accuracy = results.get("test_accuracy")
-    delta = None
-    if test_accuracy is not None and reference_test_accuracy is not None:
-        delta = f"{(test_accuracy - reference_test_accuracy) * 100:+.1f} pt vs study"
-    columns[0].metric("Test accuracy", f"{test_accuracy:.2%}" if test_accuracy is not None else "–",
-                      delta=delta)
-    best = results.get("best_val_accuracy")
-    if best is None and len(metrics) and metrics["val_accuracy"].notna().any():
-        best = float(metrics["val_accuracy"].max())
-    columns[1].metric("Best val accuracy", f"{best:.2%}" if best is not None else "–")
-    columns[2].metric("Test images", results.get("num_test_images") or "–")
-    columns[3].metric("Trainable parameters", f"{results['trainable_params']:,}"
-                      if results.get("trainable_params") is not None else "–")
-    st.plotly_chart(training_charts.learning_curves(metrics, reference_val_accuracy,
-                                                    reference_name=reference_name),
-                    key=f"{key}_curves", width="stretch")
-    if not results:
-        st.info("No results.json: the run ended before it was evaluated.")
-        return
-    names = results.get("class_names") or []
-    matrix = results.get("confusion_matrix")
-    per_class = results.get("per_class_accuracy")
-    split_name = "test"
-    if matrix is None and results.get("val_confusion_matrix") is not None:
-        matrix, per_class, split_name = (results["val_confusion_matrix"],
-                                         results.get("val_per_class_accuracy"), "validation")
-    if matrix is not None:
-        st.plotly_chart(training_charts.confusion_matrix(matrix, names,
-                                                         title=f"Confusion matrix ({split_name})"),
-                        key=f"{key}_confusion", width="stretch")
-    if per_class is not None:
-        st.plotly_chart(training_charts.per_class_accuracy(per_class, names,
-                                                           title=f"Accuracy per class ({split_name})"),
-                        key=f"{key}_per_class", width="stretch")
-    if results.get("misclassified") is not None:
-        st.subheader("Misclassified test images")
-        misclassified_gallery(run_id, results, config, key=f"{key}_gallery")
+    report.run_report(run_dir, key, reference_val_accuracy=reference_val_accuracy,
+                      reference_name=reference_name, reference_test_accuracy=reference_test_accuracy)

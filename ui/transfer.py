@@ -1,8 +1,8 @@
 """Streamlit helpers of the Transfer learning and Compare pages.
 
 Cached readers (keyed by the runs root, so tests with their own roots never share entries),
-the live run panel (the jobs engineer's ``ui.training`` widget when it exists, else a small
-fallback that polls the run folder), the comparison section, and the ImageNet weights panel.
+the live run panel (``ui.training``'s widgets with the run's phase above), the comparison section,
+the ImageNet weights status and the zero-shot baseline.
 """
 
 from __future__ import annotations
@@ -111,31 +111,20 @@ def comparison_section(run_ids: list[str], x_axis: str, refresh: float | None = 
 # --- live run -------------------------------------------------------------------------------------
 
 def live_run_panel(run_id: str, key_prefix: str = "transfer") -> None:
-    """Live status and curves of one run, then its results once it completed.
+    """One run's report (``ui.report``, live while it runs), with its current ``phase`` above.
 
-    Uses ``ui.training``'s shared widgets (``live_run``, ``run_results``) when they exist, else
-    a small fallback; above them, the run's current ``phase`` (weights download, bottleneck
-    features...), which happens before the first epoch and would otherwise look like a hang.
+    The phase (weights, bottleneck features...) happens before the first epoch and would
+    otherwise look like a hang.
     """
-    try:
-        from ui import training as training_ui  # the jobs engineer's shared widgets
-    except ImportError:
-        training_ui = None
+    from ui import report
+
     _phase_line(run_id)
-    live = getattr(training_ui, "live_run", None)
-    if not callable(live):
-        _fallback_live_panel(run_id, key_prefix)
-        return
     try:
-        state = runs.read_status(runs.run_path(run_id))["state"]
-    except runs.RunError as error:
+        run_dir = runs.run_path(run_id)
+    except (runs.RunError, ValueError) as error:
         st.error(str(error), icon=":material/error:")
         return
-    results = getattr(training_ui, "run_results", None)
-    if state == runs.COMPLETED and callable(results):
-        results(run_id, key=f"{key_prefix}_results")
-    else:
-        live(run_id, key=f"{key_prefix}_live")
+    report.run_report(run_dir, key_prefix)
 
 
 def _phase_line(run_id: str) -> None:
@@ -144,7 +133,7 @@ def _phase_line(run_id: str) -> None:
     def body():
         try:
             status = runs.read_status(runs.run_path(run_id))
-        except runs.RunError:
+        except (runs.RunError, ValueError):
             return
         if status.get("phase") and status.get("state") in (runs.QUEUED, runs.RUNNING):
             fraction = status.get("phase_progress")
@@ -155,78 +144,69 @@ def _phase_line(run_id: str) -> None:
 
     try:
         active = runs.read_status(runs.run_path(run_id)).get("state") in (runs.QUEUED, runs.RUNNING)
-    except runs.RunError:
+    except (runs.RunError, ValueError):
         return
     if active:
         st.fragment(run_every=LIVE_REFRESH_SECONDS)(body)()
 
 
-def _fallback_live_panel(run_id: str, key_prefix: str) -> None:
-    from core import jobs
-    from core.charts import training as training_charts
+# --- ImageNet weights and the zero-shot baseline ---------------------------------------------------
 
-    @st.fragment(run_every=LIVE_REFRESH_SECONDS)
-    def body():
-        try:
-            status = jobs.status(run_id)
-            run_dir = runs.run_path(run_id)
-        except runs.RunError as error:
-            st.error(str(error), icon=":material/error:")
-            return
-        state = status.get("state")
-        epoch, total = status.get("epochs_done") or 0, status.get("total_epochs")
-        st.markdown(f"**{run_id}** · {state}" + (f" · epoch {epoch} of {total}" if total else ""))
-        if status.get("phase") and state in (runs.QUEUED, runs.RUNNING):
-            st.caption(status["phase"])
-        if total:
-            st.progress(min(1.0, epoch / total), text=f"{epoch}/{total} epochs")
-        if state == runs.FAILED:
-            st.error(status.get("error") or "the run failed; see train.log", icon=":material/error:")
-        metrics = read_metrics(run_dir)
-        if metrics is not None and len(metrics):
-            st.plotly_chart(training_charts.learning_curves(metrics, total_epochs=total),
-                            key=f"{key_prefix}_live_curves", width="stretch")
-        if state in (runs.QUEUED, runs.RUNNING):
-            if st.button("Cancel this run", key=f"{key_prefix}_cancel", icon=":material/stop:"):
-                jobs.cancel(run_id)
-                st.toast(f"Cancel requested for {run_id}")
-
-    body()
-
-
-# --- ImageNet weights ------------------------------------------------------------------------------
-
-def imagenet_weights_panel(backbone: str, image_size: int, key_prefix: str = "transfer") -> bool:
-    """Shows whether ImageNet weights are cached and offers to download them now.
+def imagenet_weights_status(backbone: str) -> bool:
+    """Says where the backbone's ImageNet weights come from, or how to install them.
 
     Returns:
-        True when the weights file is present.
+        True when the no-top weights are installed (training then works offline).
     """
-    from core.models import backbones
+    from core import weights
 
-    cached = backbones.imagenet_weights_cached(backbone, image_size)
-    name, url, md5, size = backbones.imagenet_weights_file(backbone, image_size)
-    if cached:
-        st.success(f"ImageNet weights found: `{cached}`", icon=":material/check_circle:")
+    entry = weights.installed(backbone)
+    if entry:
+        st.success(f"ImageNet weights installed: `{entry['path']}` (alpha {entry['alpha']}, "
+                   f"sha256 {entry['sha256'][:16]}…, from {entry['source']}, {entry['installed_at']}).",
+                   icon=":material/check_circle:")
         return True
-    size_text = f"{size / 1e6:.1f} MB" if size else "the file"
-    st.info(f"ImageNet weights are not downloaded yet: the job will fetch {size_text} "
-            f"(`{name}`) into `{backbones.keras_cache_dir()}` on first use, or fetch it now.",
+    st.info(f"ImageNet weights for {backbone} are not installed. The job downloads Keras' file when "
+            f"this machine is online; otherwise install them first. {weights.offline_hint(backbone)}.",
             icon=":material/cloud_download:")
-    if st.button("Download ImageNet weights now", key=f"{key_prefix}_download_weights",
-                 icon=":material/download:"):
-        bar = st.progress(0.0, text="Connecting…")
-
-        def report(done: int, total: int | None) -> None:
-            if total:
-                bar.progress(min(1.0, done / total), text=f"{done / 1e6:.1f} of {total / 1e6:.1f} MB")
-
-        try:
-            path = backbones.ensure_imagenet_weights(backbone, image_size=image_size, progress=report)
-        except backbones.WeightsUnavailableError as error:
-            bar.empty()
-            st.error(f"Could not download the ImageNet weights. {error}", icon=":material/wifi_off:")
-            return False
-        st.success(f"Downloaded and verified: `{path}`", icon=":material/check_circle:")
-        return True
     return False
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _zero_shot(backbone: str, sha256: str, dataset: str, valid_size: int, seed: int) -> dict:
+    from core import datasets, imagenet
+
+    split = datasets.load(dataset, "val", imagenet.IMAGE_SIZE, valid_size=valid_size, seed=seed)
+    from ui.imagenet import load_imagenet_classifier
+
+    classifier = load_imagenet_classifier(backbone, sha256)
+    return imagenet.zero_shot_accuracy(classifier, split.images, split.labels, split.class_names)
+
+
+def zero_shot_baseline(backbone: str, dataset: str, valid_size: int, key_prefix: str = "transfer") -> None:
+    """The number transfer has to beat: ImageNet's cat mass against its dog mass, no training."""
+    from core import weights
+    from core.datasets import registry
+
+    if backbone == "vgg16" and not weights.installed(backbone, weights.TOP):
+        st.caption("Zero-shot baseline: needs VGG16's with-top weights (553 MB); MobileNets show it.")
+        return
+    info = registry.get_info(dataset)
+    if sorted(name.lower() for name in info.class_names) != ["cat", "dog"] or registry.status(dataset) != "ready":
+        return
+    entry = weights.installed(backbone, weights.TOP)
+    if not entry:
+        st.caption(f"Zero-shot baseline: install {backbone}'s with-top ImageNet weights to see what "
+                   "ImageNet alone gets right before any training.")
+        return
+    if not st.toggle("Show the zero-shot baseline (ImageNet's cat vs dog classes, no training)",
+                     key=f"{key_prefix}_zero_shot"):
+        return
+    with st.spinner(f"Classifying {valid_size} validation images with {backbone}'s 1,000 ImageNet classes…"):
+        result = _zero_shot(backbone, entry["sha256"], dataset, int(valid_size), 0)
+    st.metric("Zero-shot baseline (validation)", f"{100 * result['accuracy']:.1f}%",
+              help="Share of validation images where the probability mass on ImageNet's 5 domestic-"
+                   "cat classes (281–285) beats the mass on its 118 dog breeds (151–268), or the "
+                   "reverse for dogs. The pretrained network already knows 'Egyptian cat'.")
+    st.caption(f"{result['correct']} of {result['num_images']} validation images, before any training: "
+               "the number transfer learning has to beat.")

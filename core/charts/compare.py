@@ -21,6 +21,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
+
 FRACTION_OF_BEST = 0.95
 SMALL_DATASET_LIMIT = 10_000  # labelled training images: below is "small" on the quadrant
 SIMILARITY_THRESHOLD = 0.5
@@ -373,28 +374,39 @@ def data_efficiency_figure(frame: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def default_selection(summaries) -> list[str]:
-    """The latest scratch run and the latest transfer run on the same dataset.
+def twin_key(summary) -> tuple:
+    """What a scratch run and its transfer twin share: dataset, training size and group.
 
-    Falls back to the two newest runs with metrics when no dataset has both kinds.
+    The group is the sweep or few-shot experiment id when the run has one, so twins of one
+    sweep pair with each other and never with a run of another sweep.
+    """
+    config = summary.config
+    size = (config.get("labels_per_class"), _train_images(summary) if not config.get("labels_per_class")
+            else None)
+    group = config.get("sweep_id") or config.get("experiment_id")
+    return summary.dataset, size, group
+
+
+def default_selection(summaries) -> list[str]:
+    """The newest scratch run and its transfer twin (same dataset, training size and sweep).
+
+    Falls back to the two newest runs with metrics when no run has a twin: runs trained on
+    different amounts of data are never paired as if they were comparable.
 
     Args:
         summaries: newest first (as ``core.runs.list_runs`` returns them).
     """
     usable = [summary for summary in summaries if not summary.broken and summary.epochs_done > 0]
-    best_pair = None
-    for dataset in dict.fromkeys(summary.dataset for summary in usable):
-        latest = {}
-        for summary in usable:
-            kind = run_kind(summary.config)
-            if summary.dataset == dataset and kind in (SCRATCH, TRANSFER) and kind not in latest:
-                latest[kind] = summary
-        if len(latest) == 2:
-            newest = max(latest[SCRATCH].created_at, latest[TRANSFER].created_at)
-            if best_pair is None or newest > best_pair[0]:
-                best_pair = (newest, [latest[SCRATCH].run_id, latest[TRANSFER].run_id])
-    if best_pair:
-        return best_pair[1]
+    latest_scratch = {}
+    for summary in usable:
+        if run_kind(summary.config) == SCRATCH:
+            latest_scratch.setdefault(twin_key(summary), summary)
+    for summary in usable:  # newest first: the first transfer run with a twin wins
+        if run_kind(summary.config) != TRANSFER:
+            continue
+        twin = latest_scratch.get(twin_key(summary))
+        if twin is not None:
+            return [twin.run_id, summary.run_id]
     return [summary.run_id for summary in usable[:2]]
 
 

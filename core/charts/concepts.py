@@ -163,3 +163,40 @@ def receptive_field_depth_figure(series: dict[str, list[dict]]) -> go.Figure:
                          yaxis_title="receptive field (input pixels)",
                          margin=dict(l=10, r=10, t=40, b=10))
     return figure
+
+
+CONNECTED_COLOR = "#1f77b4"
+UNCONNECTED_COLOR = "#f2f2f2"
+
+
+def connection_table_figure(matrix, title: str = "C3 maps fed by each S2 map (LeCun et al. 1998, table I)",
+                            input_name: str = "S2", output_name: str = "C3") -> go.Figure:
+    """A connection table as a grid: a filled cell where an input map feeds an output map.
+
+    Args:
+        matrix: ``(num_inputs, num_outputs)`` booleans (``core.concepts.connection_matrix``).
+        title: figure title.
+        input_name: name of the input layer (rows).
+        output_name: name of the output layer (columns).
+
+    Returns:
+        A heatmap figure with an "X" in every connected cell and the count per column on hover.
+    """
+    values = np.asarray(matrix, dtype=bool)
+    inputs, outputs = values.shape
+    per_output = values.sum(axis=0)
+    hover = [[f"{input_name} map {row} → {output_name} map {column}: "
+              f"{'connected' if values[row, column] else 'not connected'}"
+              f"<br>{output_name} map {column} reads {per_output[column]} of {inputs} maps"
+              for column in range(outputs)] for row in range(inputs)]
+    figure = go.Figure(go.Heatmap(
+        z=values.astype(int), x=list(range(outputs)), y=list(range(inputs)),
+        colorscale=[[0.0, UNCONNECTED_COLOR], [1.0, CONNECTED_COLOR]], zmin=0, zmax=1,
+        showscale=False, xgap=2, ygap=2,
+        text=[["X" if cell else "" for cell in row] for row in values], texttemplate="%{text}",
+        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+    ))
+    figure.update_layout(title=title, height=80 + 34 * inputs + 60, margin={"t": 50, "b": 40, "l": 60, "r": 20})
+    figure.update_xaxes(title_text=f"{output_name} feature map", dtick=1, side="bottom")
+    figure.update_yaxes(title_text=f"{input_name} map", dtick=1, autorange="reversed")
+    return figure

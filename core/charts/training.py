@@ -16,6 +16,9 @@ TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
 REFERENCE_COLOR = "#7f7f7f"
 CURVE_HEIGHT = 380
+# Class names replace ids on the axes when there are at most this many classes (they fit).
+MAX_NAMED_TICKS = 15
+TICK_NAME_CHARACTERS = 22
 
 
 def _clean(values) -> list:
@@ -76,6 +79,22 @@ def learning_curves(metrics, reference_val_accuracy: Sequence[float] | None = No
     return figure
 
 
+def axis_labels(class_names: Sequence[str], size: int) -> list[str]:
+    """Tick labels for ``size`` classes: names (shortened) when they fit, else the class ids.
+
+    Args:
+        class_names: one name per class (ignored when the count differs from ``size``).
+        size: number of classes on the axis.
+
+    Returns:
+        ``size`` labels: names up to ``MAX_NAMED_TICKS`` classes, ids above.
+    """
+    if len(class_names) != size or size > MAX_NAMED_TICKS:
+        return [str(index) for index in range(size)]
+    return [name if len(name) <= TICK_NAME_CHARACTERS else name[:TICK_NAME_CHARACTERS - 1] + "…"
+            for name in map(str, class_names)]
+
+
 def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str],
                      title: str = "Confusion matrix (test)", normalize: bool = True) -> go.Figure:
     """A heatmap of true (rows) against predicted (columns) classes, names on hover.
@@ -104,11 +123,13 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         colorscale="Blues", colorbar={"title": "share" if normalize else "images"},
     ))
     side = max(420, min(900, 18 * size + 160))
+    ticks = {"tickmode": "array", "tickvals": list(range(size)), "ticktext": axis_labels(names, size),
+             "tickfont": {"size": 9}} if size <= 50 else {"tickfont": {"size": 9}}
+    named = size <= MAX_NAMED_TICKS and len(class_names) == size
     figure.update_layout(
-        title=title, height=side, margin={"t": 50, "b": 50, "l": 60, "r": 20},
-        xaxis={"title": "predicted class", "dtick": 1 if size <= 50 else None, "tickfont": {"size": 9}},
-        yaxis={"title": "true class", "autorange": "reversed", "dtick": 1 if size <= 50 else None,
-               "tickfont": {"size": 9}, "scaleanchor": "x"},
+        title=title, height=side, margin={"t": 50, "b": 50, "l": 160 if named else 60, "r": 20},
+        xaxis={"title": "predicted class", **ticks},
+        yaxis={"title": "true class", "autorange": "reversed", "scaleanchor": "x", **ticks},
     )
     return figure
 
@@ -124,7 +145,9 @@ def per_class_accuracy(accuracies: Sequence[float | None], class_names: Sequence
         customdata=names, hovertemplate="class %{x}: %{customdata}<br>accuracy %{y:.3f}<extra></extra>",
     ))
     figure.update_layout(title=title, height=340, margin={"t": 50, "b": 40, "l": 50, "r": 20},
-                         xaxis={"title": "class", "dtick": 1 if len(values) <= 50 else None,
-                                "tickfont": {"size": 9}},
+                         xaxis={"title": "class", "tickfont": {"size": 9},
+                                **({"tickmode": "array", "tickvals": list(range(len(values))),
+                                    "ticktext": axis_labels(names, len(values))}
+                                   if len(values) <= 50 else {})},
                          yaxis={"title": "accuracy", "range": [0, 1.02]})
     return figure

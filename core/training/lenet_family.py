@@ -22,13 +22,13 @@ import math
 
 import numpy as np
 
-from core.training.config_checks import check_choice, check_int
 from core.models import lenet
+from core.training.config_checks import check_choice, check_int
+from core.training.trainer import DISTRIBUTE_OPTIONS
+from core.training.transfer_support import check_dataset
 
 MODEL_NAME = "lenet5"
 DEFAULT_DATASET = "gtsrb"
-DATASETS = ("gtsrb", "synthetic-signs", "dogs-vs-cats")
-DISTRIBUTE_OPTIONS = ("none", "mirrored")
 DATA_KEYS = ("labels_per_class", "train_size", "valid_size", "max_test_images")
 GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size")
 # Options of other families that the CLI may pass; LeNet accepts them only when empty.
@@ -102,7 +102,7 @@ def resolve_config(config: dict) -> dict:
     if config.get("image_size") is not None:
         resolved["preprocessing"]["image_size"] = config["image_size"]
     resolved["preset"] = preset
-    check_choice(resolved, "dataset", DATASETS)
+    check_dataset(resolved)
     for key in ("epochs", "batch_size", "epoch_repeats"):
         check_int(resolved, key)
     check_int(resolved, "seed", minimum=0)

@@ -391,9 +391,10 @@ class RunContext:
             test: a ``PreparedSplit`` (or anything with ``.images``, ``.labels``,
                 ``.file_names``) of the test split, or None when the dataset has none.
             val: the validation split, used for ``num_val_images`` and, when ``metrics.csv``
-                holds no val_accuracy, for ``best_val_accuracy``; its confusion matrix and
-                per-class accuracy are stored as ``val_confusion_matrix`` and
-                ``val_per_class_accuracy``.
+                holds no val_accuracy, for ``best_val_accuracy``; its confusion matrix,
+                per-class accuracy and most confident mistakes are stored as
+                ``val_confusion_matrix``, ``val_per_class_accuracy`` and ``val_misclassified``
+                (the run report's gallery uses them when there is no test split).
             num_train_images: images the model was trained on.
             class_names: names of the output units; default those of ``test``/``val``.
             batch_size: prediction batch size.
@@ -417,9 +418,11 @@ class RunContext:
         num_classes = len(names) or int(model.outputs[0].shape[-1])
         if val is not None and len(val.labels):
             probabilities = predict_probabilities(model, val.images, batch_size)
-            scores = score_predictions(probabilities, val.labels, num_classes)
+            scores = score_predictions(probabilities, val.labels, num_classes,
+                                       file_names=getattr(val, "file_names", None))
             results["val_confusion_matrix"] = scores["confusion_matrix"]
             results["val_per_class_accuracy"] = scores["per_class_accuracy"]
+            results["val_misclassified"] = scores["misclassified"]
             if results["best_val_accuracy"] is None:
                 results["best_val_accuracy"] = scores["accuracy"]
         if test is not None and len(test.labels):
@@ -518,18 +521,19 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
         The final state: ``completed``, ``cancelled`` or ``failed`` (or the state found when the
         run was no longer QUEUED/RUNNING, e.g. cancelled while queued).
     """
-    from core import jobs
+    from core import heartbeat as heartbeat_module
+    from core.processes import process_start_ticks
 
     run_dir = Path(run_dir).resolve()
     logger = make_logger(run_dir, console=console)
-    beat = jobs.Heartbeat(run_dir).start() if heartbeat else None
+    beat = heartbeat_module.Heartbeat(run_dir).start() if heartbeat else None
     final_state, error = runs.FAILED, None
     try:
         now = runs.utc_now()
         started = runs.update_status(
             run_dir, only_if_state=(runs.QUEUED, runs.RUNNING), state=runs.RUNNING,
-            pid=os.getpid(), host=_hostname(), heartbeat=jobs.heartbeat_now(),
-            pid_start_ticks=jobs.process_start_ticks(os.getpid()),
+            pid=os.getpid(), host=_hostname(), heartbeat=heartbeat_module.heartbeat_now(),
+            pid_start_ticks=process_start_ticks(os.getpid()),
         )
         if started is None:
             state = runs.read_status(run_dir)["state"]

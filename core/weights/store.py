@@ -1,0 +1,327 @@
+"""Installed ImageNet weights: import, download, list, delete, and resolve ``weights="imagenet"``.
+
+Layout under the data root (``$TLLAB_DATA_DIR``)::
+
+    weights/<backbone>/no_top.weights.h5     (or no_top.h5 for Keras' legacy format)
+    weights/<backbone>/top.weights.h5
+    weights/<backbone>/manifest.json         one entry per variant: file, sha256, size, alpha,
+                                             format, source, installed_at
+
+Every install goes through a staged copy under ``weights/.staging``: the copy is hashed,
+identified layer by layer (``core.weights.inspection``) and loaded into the architecture; only
+then is it renamed into place and the manifest rewritten atomically. A refused file leaves
+nothing behind, and an earlier good install stays as it was. Once installed, resolving
+``imagenet`` reads the local file and never touches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from core import files, paths
+from core.weights import catalogue
+from core.weights.inspection import KERAS3_FORMAT, WeightsFileError, identify
+
+WEIGHTS_FOLDER = "weights"
+MANIFEST_FILE = "manifest.json"
+STAGING_FOLDER = ".staging"
+LOCK_FILE = ".lock"
+COPY_CHUNK_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 1 << 30  # VGG16 with its top is 553 MB
+LOCK_TIMEOUT_SECONDS = 120.0
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights are not installed and could not be obtained (the message says how to)."""
+
+
+def weights_root() -> Path:
+    """``<data root>/weights``."""
+    return paths.data_dir() / WEIGHTS_FOLDER
+
+
+def _backbone_dir(backbone: str) -> Path:
+    from core.models import backbones
+
+    return weights_root() / backbones.check_backbone(backbone)
+
+
+def _manifest_path(backbone: str) -> Path:
+    return _backbone_dir(backbone) / MANIFEST_FILE
+
+
+def read_manifest(backbone: str) -> dict:
+    """The backbone's manifest (``{"variants": {...}}``), empty when nothing is installed."""
+    path = _manifest_path(backbone)
+    if not path.is_file():
+        return {"variants": {}}
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"variants": {}}
+    return data if isinstance(data.get("variants"), dict) else {"variants": {}}
+
+
+def installed(backbone: str, variant: str = catalogue.NO_TOP) -> dict | None:
+    """The manifest entry of an installed variant whose file is present, else None.
+
+    The entry has ``path`` (absolute) besides what was recorded at install time.
+    """
+    catalogue.official_file(backbone, variant)  # validates both names
+    entry = read_manifest(backbone)["variants"].get(variant)
+    if not entry:
+        return None
+    path = _backbone_dir(backbone) / entry.get("file", "")
+    if not path.is_file():
+        return None
+    return {**entry, "path": str(path)}
+
+
+def installed_file(backbone: str, variant: str = catalogue.NO_TOP) -> Path | None:
+    """The installed file of a variant, or None."""
+    entry = installed(backbone, variant)
+    return Path(entry["path"]) if entry else None
+
+
+@contextlib.contextmanager
+def _install_lock(timeout: float = LOCK_TIMEOUT_SECONDS):
+    root = weights_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WeightsUnavailableError(
+                        f"another install holds {root / LOCK_FILE} for over {timeout:.0f} s; try again") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _staged_copy(source: Path, progress: ProgressCallback | None) -> tuple[Path, str, int]:
+    """Copies ``source`` into the staging folder while hashing it; returns (copy, sha256, size)."""
+    staging = weights_root() / STAGING_FOLDER
+    staging.mkdir(parents=True, exist_ok=True)
+    total = source.stat().st_size
+    if total > MAX_WEIGHTS_BYTES:
+        raise WeightsFileError(f"{source.name} is {total:,} bytes; weights files above "
+                               f"{MAX_WEIGHTS_BYTES:,} bytes are refused")
+    handle, temp_name = tempfile.mkstemp(prefix="import-", suffix=".h5", dir=staging)
+    digest, done = hashlib.sha256(), 0
+    try:
+        with os.fdopen(handle, "wb") as target, open(source, "rb") as stream:
+            for chunk in iter(lambda: stream.read(COPY_CHUNK_BYTES), b""):
+                target.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return Path(temp_name), digest.hexdigest(), done
+
+
+def _install_staged(staged: Path, backbone: str, sha256: str, size: int, source: str,
+                    display_name: str, expected_variant: str | None = None) -> dict:
+    """Identifies a staged file and moves it into place; the staged file is gone afterwards."""
+    try:
+        found = identify(staged, backbone, display_name)
+        if expected_variant and found.variant != expected_variant:
+            raise WeightsFileError(f"the downloaded file is the {found.variant} variant, "
+                                   f"expected {expected_variant}")
+        suffix = ".weights.h5" if found.file_format == KERAS3_FORMAT else ".h5"
+        entry = {"backbone": backbone, "variant": found.variant, "alpha": found.alpha,
+                 "format": found.file_format, "file": f"{found.variant}{suffix}", "sha256": sha256,
+                 "size": size, "source": source, "layers": found.num_layers,
+                 "values": found.num_values,
+                 "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with _install_lock():
+            folder = _backbone_dir(backbone)
+            folder.mkdir(parents=True, exist_ok=True)
+            staged.chmod(0o644)
+            os.replace(staged, folder / entry["file"])
+            manifest = read_manifest(backbone)
+            previous = manifest["variants"].get(found.variant)
+            manifest["variants"][found.variant] = entry
+            files.write_json_atomic(_manifest_path(backbone), manifest)
+            if previous and previous.get("file") != entry["file"]:
+                (folder / previous["file"]).unlink(missing_ok=True)
+        return {**entry, "path": str(_backbone_dir(backbone) / entry["file"])}
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def import_file(backbone: str, source: str | os.PathLike, *,
+                progress: ProgressCallback | None = None, source_label: str | None = None,
+                display_name: str | None = None) -> dict:
+    """Imports a local ``.h5``/``.weights.h5`` file as ``backbone``'s ImageNet weights.
+
+    Args:
+        backbone: ``vgg16``, ``mobilenetv2`` or ``mobilenet``.
+        source: the file; its variant (top or no-top) and width are worked out from its layers.
+        progress: ``progress(bytes_copied, bytes_total)`` while copying.
+        source_label: what to record as the source (default: the file's absolute path).
+        display_name: how messages name the file (default its name; an upload's own name).
+
+    Returns:
+        The installed manifest entry (with ``path``).
+
+    Raises:
+        WeightsFileError: a file that is not weights for this backbone (nothing installed).
+    """
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise WeightsFileError(f"{source} is not a file")
+    staged, sha256, size = _staged_copy(source, progress)
+    return _install_staged(staged, backbone, sha256, size, source_label or f"file {source.resolve()}",
+                           display_name or source.name)
+
+
+def download(backbone: str, variant: str = catalogue.NO_TOP, *,
+             progress: ProgressCallback | None = None, url: str | None = None,
+             timeout: float | None = None) -> dict:
+    """Downloads Keras' official file for a variant, verifies it and installs it.
+
+    Args:
+        backbone: the backbone.
+        variant: ``no_top`` or ``top``.
+        progress: ``progress(bytes_done, bytes_total_or_None)``.
+        url: override the URL (tests serve files from 127.0.0.1).
+        timeout: socket timeout in seconds (default the datasets' downloader's).
+
+    Returns:
+        The installed manifest entry.
+
+    Raises:
+        WeightsUnavailableError: offline, HTTP error, checksum mismatch or a wrong file.
+    """
+    from core.datasets import base as dataset_base
+    from core.datasets import download as dataset_download
+
+    official = catalogue.official_file(backbone, variant)
+    location = url or official.url
+    remote = dataset_download.RemoteFile(url=location, file_name=official.file_name, md5=official.md5,
+                                         size=official.size)
+    staging = weights_root() / STAGING_FOLDER
+    staging.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix="download-", suffix=".h5", dir=staging)
+    os.close(handle)
+    staged = Path(temp_name)
+    report = (lambda phase, done, total: progress(done, total)) if progress else None
+    pinned = None if official.md5 else dataset_download.pinned_sha256(location)
+    try:
+        result = dataset_download.download_file(
+            remote, staged, progress=report, expected_sha256=pinned,
+            offline_hint=f"the machine looks offline. {offline_hint(backbone)}",
+            **({} if timeout is None else {"timeout": timeout}))
+        entry = _install_staged(staged, backbone, result["sha256"], result["size"],
+                                f"download {location}", official.file_name, expected_variant=variant)
+    except (dataset_base.DatasetError, WeightsFileError) as error:
+        raise WeightsUnavailableError(f"ImageNet weights for {backbone} ({variant}) are not "
+                                      f"available: {error}") from None
+    finally:
+        staged.unlink(missing_ok=True)
+    if not official.md5 and not pinned:
+        dataset_download.pin_sha256(location, result["sha256"], result["size"])
+    return entry
+
+
+def offline_hint(backbone: str) -> str:
+    """How to install the weights without internet (ends every 'not available' message)."""
+    official = catalogue.official_file(backbone)
+    return (f"Offline? Download {official.file_name} (and the with-top file) elsewhere, then "
+            f"`python -m core.weights get {backbone} --from FILE`, or upload it on the "
+            f"'Data & weights' page")
+
+
+def resolve_imagenet(backbone: str, variant: str = catalogue.NO_TOP, *,
+                     progress: ProgressCallback | None = None, allow_download: bool = True) -> dict:
+    """The installed entry for ``weights="imagenet"``, downloading it first when allowed.
+
+    Raises:
+        WeightsUnavailableError: not installed and not downloadable, with how to import it.
+    """
+    entry = installed(backbone, variant)
+    if entry:
+        return entry
+    if not allow_download:
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {backbone} ({variant}) are not installed. {offline_hint(backbone)}")
+    return download(backbone, variant, progress=progress)
+
+
+def delete(backbone: str) -> int:
+    """Deletes every installed variant of ``backbone``; returns the bytes freed."""
+    folder = _backbone_dir(backbone)
+    if not folder.is_dir():
+        return 0
+    with _install_lock():
+        freed = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        shutil.rmtree(folder)
+    return freed
+
+
+def rows() -> list[dict]:
+    """One row per backbone and variant: status, alpha, size, source, date, sha256 prefix."""
+    from core.models import backbones
+
+    table = []
+    for backbone in backbones.BACKBONE_NAMES:
+        for variant in catalogue.VARIANTS:
+            entry = installed(backbone, variant)
+            table.append({
+                "backbone": backbone, "variant": variant,
+                "status": "installed" if entry else "absent",
+                "alpha": entry.get("alpha") if entry else None,
+                "size": entry.get("size") if entry else None,
+                "source": entry.get("source") if entry else "",
+                "installed_at": entry.get("installed_at") if entry else "",
+                "sha256": (entry.get("sha256") or "")[:16] if entry else "",
+                "path": entry.get("path") if entry else "",
+            })
+    return table
+
+
+def log_progress(print_function: Callable[[str], None] = print, step_percent: int = 10) -> ProgressCallback:
+    """A progress callback that prints every ``step_percent`` percent (for logs and CLIs)."""
+    state = {"next": 0, "started": time.monotonic()}
+
+    def report(done: int, total: int | None) -> None:
+        if not total:
+            return
+        percent = int(100 * done / total)
+        if percent >= state["next"]:
+            elapsed = max(time.monotonic() - state["started"], 1e-6)
+            print_function(f"weights: {percent:3d}% ({done / 1e6:.1f}/{total / 1e6:.1f} MB, "
+                           f"{done / 1e6 / elapsed:.1f} MB/s)")
+            state["next"] = percent + step_percent
+
+    return report
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file (what the manifest records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(COPY_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
