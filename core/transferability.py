@@ -618,6 +618,15 @@ def source_outputs(source: str, dataset: str, *, metric: str = LOGME, max_images
     return np.asarray(values[0], dtype=np.float32), np.asarray(target.labels, dtype=np.int64)
 
 
+def bottleneck_cache_folders(dataset: str) -> list[Path]:
+    """The bottleneck-cache folders scoring made for ``dataset`` (not training's)."""
+    from core.training import bottleneck
+
+    root = bottleneck.cache_root()
+    prefixes = tuple(f"{kind}-" for kind in ("imagenet", "random", "run"))
+    return sorted(folder for folder in root.glob(f"*-{dataset}-*px-k1-*") if folder.name.startswith(prefixes))
+
+
 def _forward(network, images: np.ndarray, progress, *, pool: bool) -> np.ndarray:
     """Runs ``network`` batch by batch in float32; returns (1, N, D) like the bottleneck cache.
 
