@@ -175,3 +175,21 @@ def test_default_selection_pairs_a_scratch_run_with_its_twin_not_with_the_latest
     sweep_transfer = write_fixture_run({**sweep, "strategy": "feature-extraction", "labels_per_class": 10},
                                        TRANSFER_VAL, results={"num_train_images": 20})
     assert charts.default_selection(runs.list_runs()) == [sweep_scratch.name, sweep_transfer.name]
+
+
+def test_compare_page_places_runs_by_a_measured_score_from_the_cache():
+    from core import transferability
+    from core.files import write_json_atomic
+
+    write_scratch_and_transfer()
+    # A LogME score as core.transferability caches it (imagenet:vgg16 is not installed here).
+    write_json_atomic(transferability.score_cache_path("imagenet:vgg16", "dogs-vs-cats", "logme", 400, 0),
+                      {"score": 0.2236, "class_fractions": [0.5, 0.5], "normalised": 0.7264})
+    app = run_page("pages/compare.py")
+    assert not app.exception
+    assert not [button for button in app.button if button.key == "compare_quadrant_measure"]
+    captions = " ".join(caption.value for caption in app.caption)
+    assert "LogME 0.224 (similarity 0.73) → Feature extraction" in captions
+    app.radio(key="compare_quadrant_metric").set_value("leep").run()
+    measure = [button for button in app.button if button.key == "compare_quadrant_measure"]
+    assert measure and measure[0].label.startswith("Measure 1 source/dataset pair(s) (LEEP")
