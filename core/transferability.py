@@ -18,8 +18,10 @@ target images (no fine-tuning), in NumPy only:
 ``score(source, dataset, metric)`` ties them to the app: ``source`` is ``imagenet:BACKBONE``
 (installed ImageNet weights), ``random:BACKBONE`` (a seeded random network: the control) or
 ``run:RUN_ID`` (a finished run's convolutional base: the output of its last conv/pool layer).
-Features go through the bottleneck cache that training uses (``core.training.bottleneck``);
-scores are cached on disk under ``<data root>/cache/transferability/``.
+Features go through the bottleneck cache that training uses (``core.training.bottleneck``'s
+``cache_key`` and ``cached_features``, one folder per source, dataset and sample), pooled and kept
+in float32; scores are cached on disk under ``<data root>/cache/transferability/``, keyed by the
+source's fingerprint, dataset, metric, max_images, seed, image size and classes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
