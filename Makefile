@@ -1,11 +1,13 @@
 # Two commands: `make run` (dashboard on http://localhost:8501) and `make test` (whole suite).
 # Variables: PYTHON=python3.12  GPU=1 (installs tensorflow[and-cuda])  HOST=0.0.0.0 PORT=8501
+#            RAY=1 (installs Ray and runs jobs on a Ray cluster; implied by TLLAB_JOB_BACKEND=ray)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 GPU ?= 0
 HOST ?= localhost
 PORT ?= 8501
+RAY ?= $(if $(filter ray,$(TLLAB_JOB_BACKEND)),1,0)
 TF_VERSION := $(shell sed -n 's/^tensorflow==//p' requirements.txt)
 
 .PHONY: run test bench clean-venv
@@ -23,12 +25,21 @@ ifeq ($(GPU),1)
 endif
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+$(VENV)/.ray-installed: $(VENV)/.runtime-installed requirements-ray.txt
+	$(PY) -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt requirements-ray.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+ifeq ($(RAY),1)
+run: $(VENV)/.runtime-installed $(VENV)/.ray-installed
+	TLLAB_JOB_BACKEND=$${TLLAB_JOB_BACKEND:-ray} $(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
+else
 run: $(VENV)/.runtime-installed
 	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
+endif
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest

@@ -19,6 +19,10 @@ sees the same truth:
 * ``cancel(run_id)``: a queued run is CANCELLED at once (its waiting worker exits); a running
   run gets ``cancel.request`` and its worker stops after the current batch, ending CANCELLED.
 * GPU memory is freed by the worker process exiting.
+* Backends: ``TLLAB_JOB_BACKEND=ray`` (``core.job_backends``) sends new jobs to a Ray cluster
+  instead (``core.job_backends.ray_backend``: one detached actor per job, Ray's own queue).
+  ``status.json["backend"]`` records where each run went, and ``status``/``cancel`` follow it;
+  the slots and the FIFO here only concern ``local`` runs.
 
 This module imports no framework, so the Streamlit process and a waiting worker stay light.
 """
@@ -36,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import environment, paths, runs
+from core import environment, job_backends, paths, runs
 from core.heartbeat import (  # noqa: F401 - public via core.jobs
     ACTIVE_STATES,
     HEARTBEAT_SECONDS_ENV,
@@ -99,6 +103,8 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """
     if status.get("state") not in ACTIVE_STATES:
         return None
+    if status.get("state") == runs.QUEUED and job_backends.run_backend(status) != job_backends.LOCAL:
+        return None  # waiting in Ray's queue: no process yet; ray_backend.status asks Ray
     timeout = heartbeat_timeout_seconds() if timeout is None else float(timeout)
     pid = status.get("pid")
     host = status.get("host")
@@ -179,15 +185,20 @@ def dependencies_state(run_dir) -> tuple[list[str], str | None]:
     return active, None
 
 
-def create_job(config: dict, runs_root=None) -> Path:
+def create_job(config: dict, runs_root=None, backend: str = job_backends.LOCAL) -> Path:
     """Resolves ``config`` and creates its QUEUED run folder (no worker started).
+
+    Args:
+        config: the job's settings.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+        backend: ``"local"`` or ``"ray"``, recorded as ``status.json["backend"]``.
 
     Returns:
         The run folder.
     """
     resolved = resolve_config(config, runs_root)
     run_dir = runs.create_run(resolved, runs_root)
-    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now())
+    runs.update_status(run_dir, submitted_at=time.time(), heartbeat=heartbeat_now(), backend=backend)
     return run_dir
 
 
@@ -246,10 +257,17 @@ def submit(config: dict, runs_root=None) -> str:
         The run id (the run folder's name).
 
     Raises:
-        ValueError: when the config does not validate.
+        ValueError: when the config does not validate, or the backend cannot take the job
+            (``TLLAB_JOB_BACKEND=ray`` without Ray or a reachable cluster: the run is FAILED).
     """
-    run_dir = create_job(config, runs_root)
-    start_worker(run_dir, runs_root)
+    backend = job_backends.backend_name()
+    run_dir = create_job(config, runs_root, backend=backend)
+    if backend == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        ray_backend.submit(run_dir, runs_root)
+    else:
+        start_worker(run_dir, runs_root)
     return run_dir.name
 
 
@@ -261,14 +279,20 @@ def status(run_id: str, runs_root=None) -> dict:
         runs_root: the runs root; default ``core.paths.runs_dir()``.
 
     Returns:
-        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``pid``
-        while queued/running, and the fields the worker writes (``epoch``, ``batch``, ...).
+        The status dict: ``state`` (queued, running, completed, failed, cancelled), ``backend``
+        (``local`` or ``ray``; ``node`` for Ray), ``pid`` while running, and the fields the
+        worker writes (``epoch``, ``batch``, ...).
 
     Raises:
         core.runs.RunError: when the run does not exist or its status is unreadable.
     """
     run_dir = runs.run_path(run_id, runs_root)
     current = runs.read_status(run_dir)
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.status(run_dir, current, death_reason)
+    current.setdefault("backend", job_backends.LOCAL)
     reason = death_reason(current)
     if reason is None:
         return current
@@ -307,6 +331,9 @@ def refresh_all(runs_root=None) -> int:
             current = runs.read_status(entry)
         except (runs.RunError, OSError):
             continue
+        if current.get("state") in ACTIVE_STATES and job_backends.run_backend(current) == job_backends.RAY:
+            marked += status(entry).get("state") == runs.FAILED  # Ray knows of dead actors
+            continue
         reason = death_reason(current)
         if reason and mark_failed(entry, reason) is not None:
             marked += 1
@@ -323,6 +350,10 @@ def cancel(run_id: str, runs_root=None) -> dict:
     current = status(run_dir)
     if current.get("state") in runs.TERMINAL_STATES:
         return current
+    if job_backends.run_backend(current) == job_backends.RAY:
+        from core.job_backends import ray_backend
+
+        return ray_backend.cancel(run_dir, current)
     runs.request_cancel(run_dir)
     cancelled = runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.CANCELLED,
                                    ended_at=runs.utc_now(), error=None)
@@ -427,6 +458,8 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
             continue
         if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
             continue
+        if job_backends.run_backend(other) != job_backends.LOCAL:
+            continue  # Ray runs wait in Ray's queue, not for this machine's slots
         if status(entry, root).get("state") != runs.QUEUED:
             continue
         try:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 from core import jobs, runs
@@ -72,6 +74,53 @@ def run(run_dir, *, console: bool = False, max_jobs: int | None = None) -> str:
         beat.stop()
         if slot is not None:
             slot.release()
+
+
+def run_scheduled(run_dir, **status_fields) -> str:
+    """Trains a run whose scheduler already reserved its resources (the Ray backend's actor).
+
+    Skips the local queue and slots; the same heartbeat and trainer as ``run`` follow.
+
+    Args:
+        run_dir: a QUEUED run folder.
+        **status_fields: written into ``status.json`` with the RUNNING state (e.g. ``node``).
+
+    Returns:
+        The run's final state (or the state found when it was no longer QUEUED, e.g. cancelled).
+    """
+    run_dir = Path(run_dir).resolve()
+    if not _dependencies_completed(run_dir):
+        return runs.read_status(run_dir)["state"]
+    started = runs.update_status(
+        run_dir, only_if_state=(runs.QUEUED,), state=runs.RUNNING, started_at=runs.utc_now(),
+        pid=os.getpid(), host=socket.gethostname(),
+        pid_start_ticks=jobs.process_start_ticks(os.getpid()), **status_fields)
+    if started is None:
+        return runs.read_status(run_dir)["state"]
+    beat = jobs.Heartbeat(run_dir).start()
+    try:
+        from core.training import trainer
+
+        return trainer.run_training(run_dir, heartbeat=False)
+    finally:
+        beat.stop()
+
+
+def _dependencies_completed(run_dir: Path, poll_seconds: float = jobs.QUEUE_POLL_SECONDS) -> bool:
+    """Waits, still QUEUED, for the runs in ``depends_on``; False when one can never complete."""
+    if not runs.read_config(run_dir).get(jobs.DEPENDS_ON_KEY):
+        return True
+    while True:
+        waiting, reason = jobs.dependencies_state(run_dir)
+        if reason:
+            runs.update_status(run_dir, only_if_state=(runs.QUEUED,), state=runs.FAILED, error=reason,
+                               ended_at=runs.utc_now())
+            return False
+        if not waiting:
+            return True
+        if runs.read_status(run_dir).get("state") != runs.QUEUED:
+            return False
+        time.sleep(poll_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import availability
-from ui import common
+from ui import cluster, common
 
 common.page_header(
     "Transfer Learning Lab",
@@ -42,6 +42,9 @@ if report["gpus"]:
     )
 else:
     st.caption("No GPU visible: training runs on the CPU (small presets are sized for 2 cores).")
+
+st.subheader("Where training jobs run")
+cluster.cluster_panel(key="home_cluster")
 
 st.subheader("Datasets and backbones")
 st.caption("Import or download data on the Datasets page; without any, the synthetic signs work offline.")

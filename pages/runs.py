@@ -40,6 +40,7 @@ def runs_table(summaries) -> pd.DataFrame:
             "duration": training_ui.format_duration(summary.duration_seconds)
             if summary.duration_seconds is not None else "",
             "device": str(status.get("device") or ""),
+            "node": str(status.get("node") or status.get("host") or ""),
             "created": summary.created_at,
             "problem": summary.error or str(status.get("error") or ""),
         })

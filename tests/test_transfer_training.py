@@ -184,3 +184,21 @@ def test_lenet_transfer_copies_the_source_layers_and_freezes_them(data_root, iso
         assert not model.get_layer(name).trainable
     assert model.get_layer("predictions").units == 2  # a new classifier for the target
     assert Predictor.from_run(run_dir).class_names == ["cat", "dog"]
+
+
+def test_mobilenet_fine_tuning_unfreezes_only_its_top_blocks_in_the_saved_model(data_root, tmp_path):
+    base = keras.applications.MobileNet(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.25,
+                                        include_top=False, weights=None)
+    path = tmp_path / "mobilenet_small.weights.h5"
+    base.save_weights(path)
+    reference = {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
+    run_dir = _train({"model": "mobilenet", "strategy": "fine-tune", "weights": str(path), "epochs": 3,
+                      "fine_tune_epochs": 2, "fine_tune_blocks": 1, "fine_tune_learning_rate": 0.05,
+                      "bottleneck": False, "augmentation": {}, **TINY})
+    config = runs.read_config(run_dir)
+    assert config["alpha"] == 0.25 and config["fine_tune_blocks"] == 1
+    results = runs.read_results(run_dir)
+    assert results["unfrozen_layers"] == ["conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"]
+    assert list(runs.read_metrics(run_dir)["epoch"]) == [1, 2, 3]
+    frozen = [name for name in reference if name not in results["unfrozen_layers"]]
+    _assert_layers_equal(_load(run_dir), reference, frozen)  # everything below block 13 is the file's

@@ -18,6 +18,7 @@ import streamlit as st
 
 from core import jobs, runs
 from core.charts import training as training_charts
+from ui import cluster as cluster_ui
 
 POLL_SECONDS = 2.0
 STATE_ICONS = {
@@ -57,6 +58,8 @@ def state_line(status: dict) -> str:
     parts = [f"{STATE_ICONS.get(state, '')} **{state.capitalize()}**"]
     if status.get("device"):
         parts.append(f"on {status['device']}")
+    if status.get("node"):
+        parts.append(f"· node `{status['node']}`")
     return " ".join(parts)
 
 
@@ -81,8 +84,7 @@ def _live_body(run_id: str, key: str, reference, reference_name: str, show_cance
             jobs.cancel(run_id)
             st.rerun()
     if state == runs.QUEUED:
-        st.info("Queued: waiting for a free training slot (one job per GPU, or one at a time "
-                "on a CPU-only machine).", icon=":material/hourglass_top:")
+        cluster_ui.show_queued(run_id, status)
     elif state == runs.RUNNING:
         if summary["total_epochs"]:
             text = (f"Epoch {max(summary['epoch'], 1)} of {summary['total_epochs']}"

@@ -119,6 +119,9 @@ def download_file(remote: RemoteFile, destination: Path, progress=None, timeout:
                   expected_sha256: str | None = None, offline_hint: str = OFFLINE_IMPORT_HINT) -> dict:
     """Downloads one file while hashing it, then verifies size and checksums.
 
+    Longer than 80 lines on purpose: each way a download can fail (HTTP error, unreachable host,
+    stall, dropped connection, full disk, checksum) has its own message, side by side.
+
     Args:
         remote: what to fetch and what to expect.
         destination: the file to write (deleted again on any failure).

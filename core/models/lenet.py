@@ -212,6 +212,9 @@ def build_lenet(
 
     Returns:
         An uncompiled ``keras.Model``.
+
+    Longer than 80 lines on purpose: it validates its arguments and then builds the graph top to
+    bottom in one place, so the layer order reads like the architecture diagram.
     """
     import keras
 

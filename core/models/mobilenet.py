@@ -12,6 +12,8 @@ import re
 
 import keras
 
+from core.models.transfer_layers import build_application, scale_to_unit_range
+
 NAME = "mobilenet"
 TITLE = "MobileNet v1 (lightest)"
 PREPROCESSING_NAME = "mobilenet_preprocessing"
@@ -38,15 +40,13 @@ def build_base(image_size: int = 224, weights_file: str | os.PathLike | None = N
     Returns:
         The Keras Applications model.
     """
-    alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
-    return keras.applications.MobileNet(
-        input_shape=(image_size, image_size, 3), alpha=alpha, include_top=include_top,
-        weights=None if weights_file is None else str(weights_file))
+    return build_application(keras.applications.MobileNet, image_size, weights_file,
+                             include_top=include_top, alpha=DEFAULT_ALPHA if alpha is None else alpha)
 
 
 def preprocessing_layer() -> keras.layers.Layer:
     """``x / 127.5 - 1``, what ``keras.applications.mobilenet.preprocess_input`` does."""
-    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESSING_NAME)
+    return scale_to_unit_range(PREPROCESSING_NAME)
 
 
 def block_index(layer_name: str) -> int | None:

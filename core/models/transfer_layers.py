@@ -55,3 +55,25 @@ class CaffePreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update({"means": list(self.means)})
         return config
+
+
+def scale_to_unit_range(name: str) -> keras.layers.Layer:
+    """``x / 127.5 - 1``: the MobileNets' preprocessing (``mobilenet_v2.preprocess_input``)."""
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)
+
+
+def build_application(application, image_size: int, weights_file, *, include_top: bool,
+                      alpha: float) -> keras.Model:
+    """Calls a width-multiplied Keras application (MobileNet, MobileNetV2) with a square input.
+
+    Args:
+        application: ``keras.applications.MobileNet`` or ``MobileNetV2``.
+        image_size: input side in pixels.
+        weights_file: a weights file, or None for random weights.
+        include_top: with the 1,000-class classifier.
+        alpha: the width multiplier.
+    """
+    return application(input_shape=(image_size, image_size, 3), alpha=float(alpha),
+                       include_top=include_top,
+                       weights=None if weights_file is None else str(weights_file))
+
