@@ -353,8 +353,9 @@ def parse_source(source: str) -> Source:
 def source_of_run(config: dict) -> str | None:
     """The source a run's starting weights come from, as a ``score`` source string.
 
-    Backbone runs: ``imagenet:<model>`` (ImageNet, a local ImageNet file, or the scratch twin's
-    default), ``run:<id>`` for ``weights="run:..."``. Few-shot LeNet targets: ``run:<source run>``.
+    Backbone runs: ``imagenet:<model>`` (ImageNet, the installed ImageNet file given as a path,
+    or the scratch twin's default), ``run:<id>`` for ``weights="run:..."``, None for any other
+    weights file (e.g. the validation's saved random networks). Few-shot LeNet targets: ``run:<source run>``.
     None for a LeNet trained from scratch and for few-shot source runs.
     """
     model = str(config.get("model", ""))
@@ -367,6 +368,11 @@ def source_of_run(config: dict) -> str | None:
         weights = str(config.get("weights_ignored") or config.get("weights") or "")
         if weights.startswith(RUN_PREFIX):
             return f"{RUN_PREFIX}{Path(weights[len(RUN_PREFIX):]).name}"
+        if weights.lower() not in ("", "imagenet", "none") and not config.get("weights_ignored"):
+            # A weights file: ImageNet only when it is the installed ImageNet file (same SHA-256).
+            entry = imagenet_weights(model)
+            if entry is None or entry.get("sha256") != config.get("weights_sha256"):
+                return None
         return f"{IMAGENET_PREFIX}{model}"
     return None
 

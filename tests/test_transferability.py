@@ -301,3 +301,16 @@ def test_logme_does_not_depend_on_the_scale_of_the_features():
     features, labels = _clusters(1.0, seed=6)
     assert tr.logme(features * 1e-11, labels) == pytest.approx(tr.logme(features, labels), rel=1e-6)
     assert tr.logme(features * 1e6, labels) == pytest.approx(tr.logme(features, labels), rel=1e-6)
+
+
+def test_source_of_run_maps_run_configs_to_score_sources(isolated_roots):
+    assert tr.source_of_run({"model": "mobilenetv2", "weights": "imagenet"}) == "imagenet:mobilenetv2"
+    assert tr.source_of_run({"model": "vgg16", "strategy": "scratch", "weights": "none"}) == "imagenet:vgg16"
+    assert tr.source_of_run({"model": "mobilenet", "weights": "run:20260101-x"}) == "run:20260101-x"
+    assert tr.source_of_run({"model": "lenet5-transfer", "source_run": "/runs/20260102-y"}) == "run:20260102-y"
+    assert tr.source_of_run({"model": "lenet5-transfer", "role": "source"}) is None
+    assert tr.source_of_run({"model": "lenet5"}) is None
+    # A weights file that is not the installed ImageNet file (nothing is installed here) has no
+    # score source: it is not placed on the quadrant as ImageNet.
+    assert tr.source_of_run({"model": "mobilenetv2", "weights": "/data/random.weights.h5",
+                             "weights_sha256": "ab12"}) is None
