@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import paths, runs
+from core import paths, runs, transferability
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -414,12 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--runs-dir", help="runs root (default $TLLAB_RUNS_DIR or runs/)")
     sweep.add_argument("--no-wait", action="store_true", help="queue the runs and return")
+    transferability.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     arguments = build_parser().parse_args(argv)
+    if arguments.command == transferability.COMMAND:
+        return transferability.main(arguments)
     if arguments.command == SWEEP:
         try:
             return _sweep_command(arguments)

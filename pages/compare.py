@@ -6,6 +6,7 @@ from core import runs
 from core.charts import compare as charts
 from ui import common
 from ui import transfer as transfer_ui
+from ui import transferability as transferability_ui
 
 SESSION_DEFAULTS = {"compare_applied_ids": None}
 REFRESH_SECONDS = 5
@@ -60,16 +61,11 @@ st.markdown(
     "The study's rule of thumb (Yosinski et al. 2014): with **little data similar** to the "
     "source, keep the pretrained features and train only a new classifier; with **more data**, "
     "fine-tune the top block(s); with **different data**, early layers still transfer (edges, "
-    "colours) while late ones do not. Crosses are scratch runs (placed at the similarity of the "
-    "source their transfer twin uses), dots are transfer runs."
+    "colours) while late ones do not. Similarity is **measured**: the transferability score of "
+    "each run's source on its dataset, rescaled to 0 (chance) … 1. Crosses are scratch runs "
+    "(placed at the score of the source their transfer twin uses), dots are transfer runs."
 )
-points = charts.quadrant_points(selected or usable)
-st.plotly_chart(charts.quadrant_figure(points), key="compare_quadrant", width="stretch")
-if len(points):
-    st.caption(" · ".join(
-        f"{row.label}: {row.train_images:,} images, similarity {row.similarity:.2f} → "
-        f"{charts.recommended_strategy(row.train_images, row.similarity)}"
-        for row in points.itertuples()))
+transferability_ui.quadrant_section(selected or usable, key_prefix="compare")
 
 efficiency = charts.data_efficiency_frame(usable)
 st.subheader("Data efficiency")

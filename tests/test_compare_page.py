@@ -72,16 +72,40 @@ def test_png_export_draws_every_run_in_its_colour():
     assert (31, 119, 180) in colours and (214, 39, 40) in colours  # the two curves' colours
 
 
-def test_quadrant_places_runs_and_recommends_the_study_strategies():
+def test_quadrant_places_runs_by_measured_score_and_names_the_strategy_that_won():
     scratch, transfer = write_scratch_and_transfer()
-    points = charts.quadrant_points([runs.summarize_run(scratch), runs.summarize_run(transfer)])
-    assert set(points["kind"]) == {"scratch", "transfer"}
-    assert (points["similarity"] > 0.5).all() and (points["train_images"] == 2000).all()
+    summaries = [runs.summarize_run(scratch), runs.summarize_run(transfer)]
+    assert charts.quadrant_pairs(summaries) == [("imagenet:vgg16", "dogs-vs-cats", None)]
+    measured = {("imagenet:vgg16", "dogs-vs-cats", None): {"score": 0.2236, "class_fractions": [0.5, 0.5]}}
+    points = charts.quadrant_points(summaries, "logme", lookup=lambda *pair: measured.get(pair))
+    assert set(points["kind"]) == {"scratch", "transfer"} and (points["train_images"] == 2000).all()
+    # LogME chance for two balanced classes: 1/2 log 2 - 1/2 log 2pi - 1/2 = -1.0724;
+    # similarity = 1 - exp(-1.0724 - 0.2236) = 0.7264.
+    assert points["similarity"].tolist() == pytest.approx([0.7264] * 2, abs=1e-4)
+    assert set(points["winner"]) == {"feature-extraction"}  # 0.91 beats scratch's 0.63
     assert charts.recommended_strategy(2000, 0.85) == "Feature extraction"
     assert charts.recommended_strategy(39_000, 0.85) == "Fine-tune"
     assert charts.recommended_strategy(39_000, 0.2) == "Fine-tune everything / scratch"
-    figure = charts.quadrant_figure(points)
+    figure = charts.quadrant_figure(points, "logme")
     assert len(figure.data) == 2 and len(figure.layout.shapes) == 4
+    assert "LogME" in figure.layout.yaxis.title.text
+    hover = figure.data[0].text[0]
+    assert "LogME: 0.224" in hover and "strategy that won here: feature-extraction (91.0%)" in hover
+    assert not hasattr(charts, "SIMILARITY")  # the hand-set constants are gone
+    unmeasured = charts.quadrant_points(summaries, "logme", lookup=lambda *pair: None)
+    assert unmeasured.empty
+
+
+def test_transferability_scatter_reports_the_rank_correlation_per_dataset():
+    import pandas as pd
+
+    points = pd.DataFrame([
+        {"dataset": "dogs-vs-cats", "strategy": "feature-extraction", "score": score, "accuracy": accuracy,
+         "source": source, "label": source}
+        for source, score, accuracy in (("imagenet:mobilenetv2", 0.22, 0.98), ("imagenet:mobilenet", 0.09, 0.97),
+                                        ("random:mobilenetv2", -0.73, 0.60))])
+    figure = charts.transferability_scatter(points, "logme")
+    assert figure.data[0].name == "dogs-vs-cats (Spearman ρ 1.00, 3 runs)"
 
 
 def test_data_efficiency_needs_sweep_runs():
@@ -151,3 +175,21 @@ def test_default_selection_pairs_a_scratch_run_with_its_twin_not_with_the_latest
     sweep_transfer = write_fixture_run({**sweep, "strategy": "feature-extraction", "labels_per_class": 10},
                                        TRANSFER_VAL, results={"num_train_images": 20})
     assert charts.default_selection(runs.list_runs()) == [sweep_scratch.name, sweep_transfer.name]
+
+
+def test_compare_page_places_runs_by_a_measured_score_from_the_cache():
+    from core import transferability
+    from core.files import write_json_atomic
+
+    write_scratch_and_transfer()
+    # A LogME score as core.transferability caches it (imagenet:vgg16 is not installed here).
+    write_json_atomic(transferability.score_cache_path("imagenet:vgg16", "dogs-vs-cats", "logme", 400, 0),
+                      {"score": 0.2236, "class_fractions": [0.5, 0.5], "normalised": 0.7264})
+    app = run_page("pages/compare.py")
+    assert not app.exception
+    assert not [button for button in app.button if button.key == "compare_quadrant_measure"]
+    captions = " ".join(caption.value for caption in app.caption)
+    assert "LogME 0.224 (similarity 0.73) → Feature extraction" in captions
+    app.radio(key="compare_quadrant_metric").set_value("leep").run()
+    measure = [button for button in app.button if button.key == "compare_quadrant_measure"]
+    assert measure and measure[0].label.startswith("Measure 1 source/dataset pair(s) (LEEP")

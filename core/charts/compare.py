@@ -5,7 +5,9 @@ and CSV/PNG exports. Plain Python (pandas, Plotly, Pillow); the Compare page onl
   95 % of the run's best, trainable and frozen parameters, seconds per epoch, device...).
 * ``curves_frame`` / ``curves_figure``: validation accuracy or loss against epoch or against
   wall-clock seconds (cumulative ``epoch_seconds``).
-* ``quadrant_figure``: the study's dataset size × similarity chart with runs placed on it.
+* ``quadrant_figure``: the study's dataset size × similarity chart with runs placed on it, the
+  similarity being the measured transferability score of the run's source
+  (``core.transferability``, normalised); ``transferability_scatter``: score against accuracy.
 * ``data_efficiency_frame`` / ``data_efficiency_figure``: accuracy against training images,
   scratch against transfer (sweeps and few-shot experiments).
 * ``comparison_csv`` and ``comparison_png`` (drawn with Pillow: no kaleido/Chrome needed).
@@ -19,7 +21,6 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.models.backbones import BACKBONE_NAMES
 
 FRACTION_OF_BEST = 0.95
 SMALL_DATASET_LIMIT = 10_000  # labelled training images: below is "small" on the quadrant
@@ -49,24 +50,6 @@ QUADRANTS = (
      "detail": "enough data to retrain the whole network"},
 )
 
-# How similar a source domain is to a target dataset (0 = unrelated, 1 = same), for placing runs.
-SIMILARITY = {
-    ("imagenet", "dogs-vs-cats"): 0.85,   # ImageNet holds over 100 dog and cat classes
-    ("imagenet", "gtsrb"): 0.35,          # natural photos; a few sign classes only
-    ("imagenet", "synthetic-signs"): 0.25,
-    ("synthetic-signs", "gtsrb"): 0.6,    # same 43 classes, drawn instead of photographed
-    ("gtsrb-half", "gtsrb"): 0.75,        # same photos and camera, other classes
-    ("gtsrb", "synthetic-signs"): 0.6,
-    ("dogs-vs-cats", "gtsrb"): 0.15,
-    ("gtsrb", "dogs-vs-cats"): 0.15,
-}
-SIMILARITY_NOTES = {
-    "imagenet": "ImageNet",
-    "synthetic-signs": "synthetic signs",
-    "gtsrb-half": "GTSRB classes 0-20",
-}
-
-
 def run_kind(config: dict) -> str:
     """``scratch``, ``transfer``, ``source`` (a few-shot source run) or ``other``."""
     model = str(config.get("model", ""))
@@ -80,37 +63,6 @@ def run_kind(config: dict) -> str:
     if strategy in ("feature-extraction", "fine-tune"):
         return TRANSFER
     return OTHER
-
-
-def source_domain(config: dict) -> str | None:
-    """The domain a run's starting weights come from (for scratch: the one its twin uses)."""
-    model = str(config.get("model", ""))
-    if model == "lenet5-transfer":
-        if config.get("role") == SOURCE:
-            return None
-        if config.get("source"):
-            return str(config["source"])
-        classes = config.get("source_classes")
-        if config.get("source_dataset") == "gtsrb" and classes is not None:
-            return "gtsrb-half"
-        return config.get("source_dataset")
-    if model in BACKBONE_NAMES:
-        weights = str(config.get("weights_ignored") or config.get("weights") or "")
-        if weights.startswith("run:"):
-            return "run"
-        return "imagenet"  # a local file holds ImageNet weights too (or the scratch twin's)
-    return None
-
-
-def similarity(config: dict) -> float | None:
-    """Similarity of a run's source domain to its target dataset, or None when unknown."""
-    source = source_domain(config)
-    target = str(config.get("dataset", ""))
-    if source is None:
-        return None
-    if source == target:
-        return 0.95
-    return SIMILARITY.get((source, target))
 
 
 def epochs_to_fraction(metrics: pd.DataFrame, fraction: float = FRACTION_OF_BEST,
@@ -224,22 +176,79 @@ def curves_figure(metrics_by_label: dict[str, pd.DataFrame], metric: str = "val_
     return figure
 
 
-def quadrant_points(summaries) -> pd.DataFrame:
-    """Runs that can be placed on the quadrant: train images, similarity, kind, accuracy."""
+QUADRANT_COLUMNS = ["run_id", "label", "kind", "strategy", "dataset", "train_images", "source",
+                    "metric", "score", "similarity", "accuracy", "winner", "winner_accuracy"]
+
+
+def _classes_key(config: dict):
+    classes = config.get("classes")
+    return tuple(int(value) for value in classes) if classes is not None else None
+
+
+def quadrant_pairs(summaries) -> list[tuple[str, str, tuple | None]]:
+    """The distinct ``(source, dataset, classes)`` a set of runs needs a similarity score for."""
+    from core import transferability
+
+    pairs = []
+    for summary in summaries:
+        source = transferability.source_of_run(summary.config)
+        pair = (source, summary.dataset, _classes_key(summary.config))
+        if source is not None and pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def quadrant_points(summaries, metric: str = "logme", lookup=None) -> pd.DataFrame:
+    """Runs placed on the quadrant by their source's measured transferability to their data.
+
+    Args:
+        summaries: ``core.runs.RunSummary`` objects.
+        metric: ``logme``, ``leep`` or ``hscore``.
+        lookup: ``lookup(source, dataset, classes) -> score details or None``; default the
+            on-disk cache of ``core.transferability.cached_score`` (nothing is computed here).
+
+    Returns:
+        One row per run whose source has a score: ``QUADRANT_COLUMNS``; ``similarity`` is the
+        normalised score, ``winner`` the strategy with the best accuracy among the runs of the
+        same dataset and training size.
+    """
+    from core import transferability
+
+    if lookup is None:
+        def lookup(source, dataset, classes):
+            return transferability.cached_score(source, dataset, metric, classes=classes)
+
     rows = []
     for summary in summaries:
-        value = similarity(summary.config)
         images = _train_images(summary)
-        if value is None or not images:
+        source = transferability.source_of_run(summary.config)
+        if source is None or not images:
+            continue
+        details = lookup(source, summary.dataset, _classes_key(summary.config))
+        if not details:
             continue
         accuracy = summary.test_accuracy if summary.test_accuracy is not None else summary.best_val_accuracy
+        normalised = details.get("normalised")
+        if normalised is None:
+            normalised = transferability.normalised_score(metric, details["score"], details["class_fractions"])
         rows.append({"run_id": summary.run_id, "label": summary.label, "kind": run_kind(summary.config),
-                     "strategy": summary.config.get("strategy") or "", "train_images": images,
-                     "similarity": value, "source": SIMILARITY_NOTES.get(source_domain(summary.config) or "",
-                                                                          source_domain(summary.config)),
-                     "accuracy": accuracy})
-    return pd.DataFrame(rows, columns=["run_id", "label", "kind", "strategy", "train_images",
-                                       "similarity", "source", "accuracy"])
+                     "strategy": summary.config.get("strategy") or summary.config.get("preset") or "",
+                     "dataset": summary.dataset, "train_images": images, "source": source,
+                     "metric": metric, "score": float(details["score"]), "similarity": float(normalised),
+                     "accuracy": None if accuracy is None else float(accuracy),
+                     "winner": None, "winner_accuracy": None})
+    frame = pd.DataFrame(rows, columns=QUADRANT_COLUMNS)
+    for _, group in frame.groupby(["dataset", "train_images"]):
+        scored = group.dropna(subset=["accuracy"])
+        if len(scored):
+            best = scored.loc[scored["accuracy"].idxmax()]
+            frame.loc[group.index, "winner"] = best["strategy"]
+            frame.loc[group.index, "winner_accuracy"] = best["accuracy"]
+    return frame
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
 
 
 def recommended_strategy(train_images: int, similarity_value: float) -> str:
@@ -252,12 +261,16 @@ def recommended_strategy(train_images: int, similarity_value: float) -> str:
     raise AssertionError("unreachable: four quadrants cover every case")
 
 
-def quadrant_figure(points: pd.DataFrame | None = None) -> go.Figure:
-    """The study's dataset size × similarity chart, with runs drawn as markers.
+def quadrant_figure(points: pd.DataFrame | None = None, metric: str = "logme") -> go.Figure:
+    """The study's dataset size × similarity chart, runs placed by measured transferability.
 
     Args:
         points: ``quadrant_points(...)`` (may be empty: the chart alone still teaches).
+        metric: the metric the similarity axis shows (its label names it).
     """
+    from core import transferability
+
+    title = transferability.METRIC_TITLES[transferability.check_metric(metric)]
     low_x, high_x = 1.0, 6.0  # log10 of training images: 10 .. 1,000,000
     split_x = math.log10(SMALL_DATASET_LIMIT)
     figure = go.Figure()
@@ -277,14 +290,43 @@ def quadrant_figure(points: pd.DataFrame | None = None) -> go.Figure:
                 x=group["train_images"], y=group["similarity"], mode="markers", name=kind,
                 marker={"size": 13, "color": KIND_COLORS.get(kind, "#333"),
                         "symbol": "circle" if kind == TRANSFER else "x", "line": {"width": 1}},
-                text=[f"{row.label}<br>source: {row.source}<br>accuracy: "
-                      f"{'n/a' if row.accuracy is None or pd.isna(row.accuracy) else f'{row.accuracy:.3f}'}"
+                text=[f"{row.label}<br>source: {row.source}<br>{title}: {row.score:.3f} "
+                      f"(similarity {row.similarity:.2f})<br>accuracy: {_percent(row.accuracy)}"
+                      f"<br>strategy that won here: {row.winner or 'n/a'} ({_percent(row.winner_accuracy)})"
                       for row in group.itertuples()],
                 hovertemplate="%{text}<br>%{x:,} training images<extra></extra>"))
     figure.update_xaxes(type="log", range=[low_x, high_x], title="Labelled training images (log scale)")
-    figure.update_yaxes(range=[0, 1], title="Similarity of source and target data")
-    figure.update_layout(title="Which strategy? Dataset size × similarity", height=460,
+    figure.update_yaxes(range=[0, 1], title=f"Similarity: {title}, normalised (0 = chance, 1 = perfect)")
+    figure.update_layout(title=f"Which strategy? Dataset size × measured similarity ({title})", height=460,
                          margin={"t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def transferability_scatter(points: pd.DataFrame, metric: str = "logme") -> go.Figure:
+    """Score against the feature-extraction accuracy reached, one colour per dataset.
+
+    The legend gives each dataset's Spearman rank correlation (does the score rank sources
+    as training does?).
+    """
+    from core import transferability
+
+    title = transferability.METRIC_TITLES[transferability.check_metric(metric)]
+    figure = go.Figure()
+    chosen = points[(points["strategy"] == "feature-extraction") & points["accuracy"].notna()] \
+        if len(points) else points
+    for index, (dataset, group) in enumerate(chosen.groupby("dataset", sort=False)):
+        rho = (transferability.spearman(group["score"].tolist(), group["accuracy"].tolist())
+               if len(group) >= 2 else float("nan"))
+        name = f"{dataset} (Spearman ρ {rho:.2f}, {len(group)} runs)" if not math.isnan(rho) else f"{dataset} ({len(group)} runs)"
+        figure.add_trace(go.Scatter(
+            x=group["score"], y=group["accuracy"], mode="markers", name=name,
+            marker={"size": 11, "color": PALETTE[index % len(PALETTE)]},
+            text=[f"{row.source}<br>{row.label}" for row in group.itertuples()],
+            hovertemplate=f"%{{text}}<br>{title} %{{x:.3f}}<br>accuracy %{{y:.3f}}<extra></extra>"))
+    figure.update_xaxes(title=f"{title} of the source on the target data")
+    figure.update_yaxes(title="Feature-extraction accuracy reached")
+    figure.update_layout(title=f"Does {title} predict the accuracy transfer reaches?", height=400,
+                         margin={"t": 50, "b": 10}, legend={"orientation": "h", "y": -0.25})
     return figure
 
 
