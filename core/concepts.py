@@ -729,18 +729,14 @@ def image_from_bytes(data: bytes, max_side: int = MAX_PLAYGROUND_SIDE) -> np.nda
         A uint8 RGB array.
 
     Raises:
-        ValueError: when the bytes are not an image Pillow can read.
+        ValueError: ``core.imaging.ImageError`` when the bytes are empty, not an image, too
+            large, too many pixels (a decompression bomb) or corrupt.
     """
-    import io
+    from PIL import Image
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from core.imaging import read_image
 
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Could not read the upload as an image ({error}); expected PNG, JPEG, "
-                         "BMP or another format Pillow reads") from None
+    image = read_image(data)  # bounded: size, pixels, corrupt files -> ImageError (a ValueError)
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
