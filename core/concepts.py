@@ -729,14 +729,17 @@ def image_from_bytes(data: bytes, max_side: int = MAX_PLAYGROUND_SIDE) -> np.nda
         A uint8 RGB array.
 
     Raises:
-        ValueError: ``core.imaging.ImageError`` when the bytes are empty, not an image, too
-            large, too many pixels (a decompression bomb) or corrupt.
+        ValueError: when the bytes are empty, not an image, too large, have too many pixels
+            (a decompression bomb) or are corrupt (``core.imaging.read_image``'s reason).
     """
     from PIL import Image
 
-    from core.imaging import read_image
+    from core.imaging import ImageError, read_image
 
-    image = read_image(data)  # bounded: size, pixels, corrupt files -> ImageError (a ValueError)
+    try:
+        image = read_image(data)  # bounded: file size, pixel count, corrupt files
+    except ImageError as error:
+        raise ValueError(f"Could not read the upload as an image: {error}") from None
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
