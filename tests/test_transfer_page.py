@@ -65,7 +65,10 @@ def test_start_queues_a_scratch_job_with_the_page_settings(cancel_queued_runs):
 
 def test_local_file_backbone_and_sweep_queue_scratch_and_transfer_per_size(cancel_queued_runs, tmp_path):
     weights = tmp_path / "vgg16_notop.h5"
-    weights.write_bytes(b"not really weights; the runs are cancelled before they load it")
+    import h5py
+
+    with h5py.File(weights, "w") as handle:  # a real HDF5 file: the weights check opens it
+        handle.attrs["note"] = "not really weights; the runs are cancelled before they load it"
     app = run_page("pages/transfer.py")
     app.radio(key="transfer_weights_source").set_value("Local weights file").run()
     app.text_input(key="transfer_weights_path_vgg16").input(str(weights)).run()

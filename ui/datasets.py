@@ -163,6 +163,10 @@ def start(name: str, sources=None, variant=None, cleanup=None) -> None:
     except DatasetError as error:
         for folder in cleanup or []:
             base.remove_tree(Path(folder))
+            try:
+                Path(folder).parent.rmdir()  # the uploads folder, when no other upload is in it
+            except OSError:
+                pass
         st.session_state["datasets_message"] = ("error", str(error))
     else:
         st.session_state["datasets_message"] = ("info", f"Started: {name} runs in a background process.")

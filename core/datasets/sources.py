@@ -287,7 +287,7 @@ class StagedInstall:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        base.remove_tree(self.root)
+        base.remove_staging_dir(self.root)
 
     def part(self, part: str) -> Path:
         """The staging folder of one part (e.g. ``train``), created."""
