@@ -384,13 +384,14 @@ def summarize_run(run_dir: str | os.PathLike) -> RunSummary:
 def list_runs(runs_root: str | os.PathLike | None = None) -> list[RunSummary]:
     """Lists every run folder under the runs root, newest first; broken folders are included.
 
-    Hidden folders (starting with ``.``) are internal (queue slots) and skipped.
+    Hidden folders (starting with ``.``) are internal (queue slots) and skipped, and so are
+    symbolic links (``run_path`` refuses them when they lead out of the runs root).
     """
     root = paths.runs_dir(runs_root)
     summaries = [
         summarize_run(entry)
         for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
     ]
     summaries.sort(key=lambda summary: (summary.created_at or "", summary.run_id), reverse=True)
     return summaries
