@@ -244,6 +244,19 @@ def _page_datasets_bomb_upload(path: Path, roots) -> str:
     return shown
 
 
+def _page_datasets_too_many_uploads(value, roots) -> str:
+    app_test = run_page("pages/datasets.py", datasets_selected="dogs-vs-cats")
+    buffer = io.BytesIO()
+    zipfile.ZipFile(buffer, "w").close()
+    small = buffer.getvalue()  # an empty zip, four times
+    app_test.file_uploader(key="datasets_upload_dogs-vs-cats").set_value(
+        [(f"train{index}.zip", small, "application/zip") for index in range(4)]).run()
+    app_test.button(key="datasets_import_upload_dogs-vs-cats").click().run()
+    assert not app_test.exception
+    assert registry.status("dogs-vs-cats") == "absent"
+    return "\n".join(error.value for error in app_test.error)
+
+
 CASES = [
     # images
     Case("image-not-an-image", _nothing,
@@ -351,6 +364,8 @@ CASES = [
     Case("page-datasets-ratio-bomb-upload",
          _zip("upload.zip", lambda: gtsrb_members(image=bytes(8 * 1024 * 1024))),
          _page_datasets_bomb_upload, "Last download/import failed: .*a possible zip bomb"),
+    Case("page-datasets-too-many-uploads", _nothing, _page_datasets_too_many_uploads,
+         "4 files uploaded at once; expected at most 3 zips"),
 ]
 
 

@@ -208,6 +208,11 @@ def render_actions(name: str, state: str) -> None:
         uploads = st.file_uploader("…or upload zip(s)", type=["zip"], accept_multiple_files=True,
                                    key=f"datasets_upload_{name}")
         if uploads and st.button("Import uploaded zip(s)", key=f"datasets_import_upload_{name}", disabled=busy):
+            try:
+                background.check_uploads([upload.size for upload in uploads])
+            except DatasetError as error:
+                st.session_state["datasets_message"] = ("error", str(error))
+                st.rerun()
             folder = background.upload_dir(name)
             saved = []
             for index, upload in enumerate(uploads):

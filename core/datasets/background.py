@@ -28,6 +28,9 @@ def log_path(name: str):
 UPLOADS_FOLDER = ".uploads"
 UPLOAD_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_UPLOAD_NAME_CHARS = 80
+# One import takes at most the three official GTSRB zips (276 + 84 MB + labels).
+MAX_UPLOAD_FILES = 3
+MAX_UPLOAD_TOTAL_BYTES = 512 * 1024 * 1024
 
 
 def upload_dir(name: str) -> Path:
@@ -35,6 +38,29 @@ def upload_dir(name: str) -> Path:
     folder = paths.data_dir() / UPLOADS_FOLDER / f"{base.check_name(name)}-{time.time_ns()}"
     folder.mkdir(parents=True)
     return folder
+
+
+def check_uploads(sizes: list[int]) -> None:
+    """Refuses a batch of uploads before anything is written to disk.
+
+    Args:
+        sizes: the byte size of each uploaded file.
+
+    Raises:
+        DatasetError: more than ``MAX_UPLOAD_FILES`` files, or more than
+            ``MAX_UPLOAD_TOTAL_BYTES`` together.
+    """
+    if len(sizes) > MAX_UPLOAD_FILES:
+        raise base.DatasetError(
+            f"{len(sizes)} files uploaded at once; expected at most {MAX_UPLOAD_FILES} zips "
+            "(the training zip, or the test images zip with its labels zip)"
+        )
+    total = sum(int(size) for size in sizes)
+    if total > MAX_UPLOAD_TOTAL_BYTES:
+        raise base.DatasetError(
+            f"the uploads hold {total / 2**20:,.0f} MiB together, above the "
+            f"{MAX_UPLOAD_TOTAL_BYTES / 2**20:,.0f} MiB limit of one import"
+        )
 
 
 def upload_target(folder: Path, index: int, file_name: str) -> Path:
