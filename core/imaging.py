@@ -91,8 +91,8 @@ def _as_bytes(data) -> bytes:
     )
 
 
-def read_image(data, *, max_bytes: int | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def read_image(data, *, max_bytes: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+               draft_size: int | None = None) -> Image.Image:
     """Decodes an uploaded file into an 8-bit RGB image, oriented as its EXIF tag says.
 
     Animated GIF/WebP/PNG files give their first frame.
@@ -103,6 +103,8 @@ def read_image(data, *, max_bytes: int | None = None,
             its ``server.maxUploadSize``, read in ``ui.common``).
         max_pixels: refuse images with more pixels (decompression bombs); default
             ``MAX_IMAGE_PIXELS``.
+        draft_size: when set, JPEGs are decoded at the smallest scale (1/2, 1/4, 1/8) whose
+            sides stay at least this many pixels (fast previews and import checks).
 
     Returns:
         A fully decoded ``PIL.Image.Image`` in mode ``"RGB"``.
@@ -146,6 +148,8 @@ def read_image(data, *, max_bytes: int | None = None,
                              reason="too_many_pixels")
         try:
             image.seek(0)
+            if draft_size and image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (int(draft_size), int(draft_size)))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageError(_too_many_pixels_message(image.size, max_pixels),

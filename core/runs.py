@@ -61,6 +61,8 @@ METRICS_COLUMNS = (
 )
 
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_RUN_ID_CHARS = 200
 
 
 class RunError(ValueError):
@@ -257,15 +259,63 @@ def cancel_requested(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / CANCEL_FILE).exists()
 
 
+def check_run_id(run_id: str) -> str:
+    """Returns ``run_id`` when it matches ``RUN_ID_PATTERN``, else raises ``RunError``.
+
+    A run id is one folder name under the runs root: letters, digits, ``_``, ``.`` and ``-``,
+    not starting with a dot, at most ``MAX_RUN_ID_CHARS`` long; no ``/``, no ``..``.
+    """
+    text = str(run_id)
+    if len(text) > MAX_RUN_ID_CHARS or not RUN_ID_PATTERN.fullmatch(text):
+        shown = text if len(text) <= MAX_RUN_ID_CHARS else text[:MAX_RUN_ID_CHARS] + "..."
+        raise RunError(
+            f"{shown!r} is not a run id; expected one folder name such as "
+            "'20261127-101500-lenet5-gtsrb-1a2b' (letters, digits, '_', '.', '-'), or a run "
+            "folder inside the runs root"
+        )
+    return text
+
+
+def _looks_like_path(value: str | os.PathLike) -> bool:
+    text = os.fspath(value)
+    return isinstance(value, Path) or "/" in text or os.sep in text or text.startswith("~")
+
+
 def run_path(run_id_or_dir: str | os.PathLike, runs_root: str | os.PathLike | None = None) -> Path:
-    """Resolves a run id (under the runs root) or a run folder path to an existing run folder."""
-    candidate = Path(run_id_or_dir)
-    if candidate.is_dir() and (candidate / CONFIG_FILE).exists():
-        return candidate.resolve()
-    under_root = paths.runs_dir(runs_root) / str(run_id_or_dir)
-    if under_root.is_dir():
-        return under_root
-    raise RunError(f"No run named {str(run_id_or_dir)!r} in {paths.runs_dir(runs_root)}")
+    """Resolves a run id or a run folder path to an existing run folder inside the runs root.
+
+    Args:
+        run_id_or_dir: a run id (one folder name, see ``check_run_id``) or a path to a run
+            folder; a path is accepted only when it resolves (symbolic links followed) to a
+            folder directly inside the runs root.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+
+    Returns:
+        The resolved run folder.
+
+    Raises:
+        RunError: (a ``ValueError``) for a malformed id (``../x``, ``/etc``, ``a/../../x``), a
+            path outside the runs root, or a run that does not exist.
+    """
+    root = paths.runs_dir(runs_root)
+    if isinstance(run_id_or_dir, str) and not run_id_or_dir.strip():
+        raise RunError("no run given; expected a run id or a run folder inside the runs root")
+    if _looks_like_path(run_id_or_dir):
+        given = Path(run_id_or_dir).expanduser()
+        candidate = (given if given.is_absolute() else Path.cwd() / given).resolve()
+        if candidate.parent != root:
+            raise RunError(
+                f"{os.fspath(run_id_or_dir)!r} is outside the runs root {root}; expected a run id "
+                "or a run folder directly inside it"
+            )
+        check_run_id(candidate.name)
+    else:
+        candidate = (root / check_run_id(os.fspath(run_id_or_dir))).resolve()
+        if candidate.parent != root:  # a symbolic link leading out of the runs root
+            raise RunError(f"run {os.fspath(run_id_or_dir)!r} points outside the runs root {root}")
+    if not candidate.is_dir():
+        raise RunError(f"No run named {candidate.name!r} in {root}")
+    return candidate
 
 
 @dataclass
@@ -335,21 +385,26 @@ def summarize_run(run_dir: str | os.PathLike) -> RunSummary:
 def list_runs(runs_root: str | os.PathLike | None = None) -> list[RunSummary]:
     """Lists every run folder under the runs root, newest first; broken folders are included.
 
-    Hidden folders (starting with ``.``) are internal (queue slots) and skipped.
+    Hidden folders (starting with ``.``) are internal (queue slots) and skipped, and so are
+    symbolic links (``run_path`` refuses them when they lead out of the runs root).
     """
     root = paths.runs_dir(runs_root)
     summaries = [
         summarize_run(entry)
         for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
     ]
     summaries.sort(key=lambda summary: (summary.created_at or "", summary.run_id), reverse=True)
     return summaries
 
 
-def delete_run(run_dir: str | os.PathLike) -> None:
-    """Deletes a run folder; refuses a folder that is not under a runs root-like layout."""
-    run_dir = Path(run_dir)
+def delete_run(run_dir: str | os.PathLike, runs_root: str | os.PathLike | None = None) -> None:
+    """Deletes a run folder (an id or a folder inside the runs root, see ``run_path``).
+
+    Raises:
+        RunError: for anything outside the runs root, or a folder that does not look like a run.
+    """
+    run_dir = run_path(run_dir, runs_root)
     if not (run_dir / CONFIG_FILE).exists() and not (run_dir / STATUS_FILE).exists():
         if any(run_dir.iterdir()):
             raise RunError(f"{run_dir} does not look like a run folder; not deleting it")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import availability
+from core import availability, serving
 from ui import cluster, common
 
 common.page_header(
@@ -11,6 +11,8 @@ common.page_header(
     "seminar study: LeNet-5 trained from scratch on German traffic signs (GTSRB), and VGG16 "
     "pretrained on ImageNet reused for Dogs vs Cats.",
 )
+
+st.info(serving.mode_description(common.server_address()), icon=":material/lan:")
 
 st.subheader("A suggested path")
 st.markdown(

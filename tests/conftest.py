@@ -92,8 +92,13 @@ def browser_dirs(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serve_streamlit(dirs: dict):
-    """Runs ``streamlit run app.py`` on a free 127.0.0.1 port with the given data/runs roots.
+def serve_streamlit(dirs: dict, address: str = "127.0.0.1"):
+    """Runs ``streamlit run app.py`` on a free port with the given data/runs roots.
+
+    Args:
+        dirs: ``{"data": ..., "runs": ...}``.
+        address: ``--server.address`` (``0.0.0.0`` serves the LAN: the app's LAN mode); the
+            tests always connect through 127.0.0.1.
 
     Yields:
         The server's base URL, once ``/_stcore/health`` answers.
@@ -105,7 +110,7 @@ def serve_streamlit(dirs: dict):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--server.address", address, "--server.port", str(port),
              "--browser.gatherUsageStats", "false"],
             cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -166,8 +166,13 @@ def test_only_run_folders_are_loaded(isolated_roots, tmp_path):
     loose = tmp_path / "loose"
     loose.mkdir()
     model.save(loose / "model.keras")  # a model file outside the registry (no config.json)
+    with pytest.raises(PredictorError, match="outside the runs root"):
+        Predictor.from_run(loose)  # a folder outside the runs root is never read
+    inside = isolated_roots["runs"] / "loose"
+    inside.mkdir()
+    model.save(inside / "model.keras")
     with pytest.raises(PredictorError, match="config.json is missing"):
-        Predictor.from_run(loose)
+        Predictor.from_run(inside)
 
 
 def test_safe_mode_refuses_lambda_layers(isolated_roots):

@@ -140,3 +140,29 @@ def test_class_names_round_trip(isolated_roots):
     assert runs.read_class_names(run_dir) is None
     runs.write_class_names(run_dir, ["stop", "yield"])
     assert runs.read_class_names(run_dir) == ["stop", "yield"]
+
+
+def test_run_path_is_contained_in_the_runs_root(isolated_roots, tmp_path, monkeypatch):
+    root = isolated_roots["runs"].resolve()
+    run_dir = runs.create_run({"model": "lenet5", "dataset": "gtsrb"})
+    assert runs.run_path(run_dir.name) == run_dir
+    assert runs.run_path(run_dir) == run_dir
+    assert runs.run_path(str(run_dir)) == run_dir
+    monkeypatch.chdir(root)
+    assert runs.run_path(f"./{run_dir.name}") == run_dir  # a relative folder inside the root
+    for hostile in ("../outside", "../../etc", "/etc", "a/../../outside", f"{run_dir}/..", "..", ".",
+                    "", ".slots", "a\\..\\b", "x" * 300):
+        with pytest.raises(ValueError):
+            runs.run_path(hostile)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / runs.CONFIG_FILE).write_text("{}")
+    (root / "linked").symlink_to(outside)
+    with pytest.raises(ValueError, match="points outside the runs root"):
+        runs.run_path("linked")
+    with pytest.raises(ValueError, match="outside the runs root"):
+        runs.delete_run(outside)
+    assert (outside / runs.CONFIG_FILE).exists()
+    assert [summary.run_id for summary in runs.list_runs()] == [run_dir.name]  # the link is skipped
+    runs.delete_run(run_dir.name)
+    assert not run_dir.exists()

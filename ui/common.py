@@ -82,3 +82,19 @@ def environment_report() -> dict:
     from core import environment
 
     return environment.describe_environment()
+
+
+def server_address() -> str | None:
+    """The address Streamlit is bound to (``server.address``), or None when it is unset."""
+    try:
+        address = st.get_option("server.address")
+    except RuntimeError:
+        return None
+    return str(address) if address else None
+
+
+def server_paths_allowed() -> bool:
+    """Whether pages may show inputs that name a path on the server (see ``core.serving``)."""
+    from core import serving
+
+    return serving.server_paths_allowed(server_address())

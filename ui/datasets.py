@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import paths
+from core import paths, serving
 from core.charts import datasets as dataset_charts
 from core.datasets import DatasetError, background, base, download, preview, registry
 from core.datasets import preprocess
+from ui import common
 
 POLL_SECONDS = 1.0
 STATUS_ICONS = {"absent": ":gray[:material/radio_button_unchecked:]",
@@ -164,6 +166,12 @@ def start(name: str, sources=None, variant=None, cleanup=None) -> None:
     try:
         background.start_get(name, sources, variant=variant, cleanup=cleanup)
     except DatasetError as error:
+        for folder in cleanup or []:
+            base.remove_tree(Path(folder))
+            try:
+                Path(folder).parent.rmdir()  # the uploads folder, when no other upload is in it
+            except OSError:
+                pass
         st.session_state["datasets_message"] = ("error", str(error))
     else:
         st.session_state["datasets_message"] = ("info", f"Started: {name} runs in a background process.")
@@ -207,33 +215,51 @@ def render_actions(name: str, state: str) -> None:
     with import_column:
         st.markdown("**Import from files**")
         st.caption(IMPORT_HINTS[name])
-        text = st.text_area("Path(s) on this machine, one per line", key=f"datasets_import_path_{name}",
-                            height=68, placeholder="/path/to/GTSRB_Final_Training_Images.zip")
-        if st.button("Import from path", key=f"datasets_import_{name}", disabled=busy, icon=":material/input:"):
-            chosen = [line.strip() for line in text.splitlines() if line.strip()]
-            if not chosen:
-                st.session_state["datasets_message"] = ("error", "Type a path first.")
-            else:
-                missing = [line for line in chosen if not os.path.exists(os.path.expanduser(line))]
-                if missing:
-                    st.session_state["datasets_message"] = (
-                        "error", f"{missing[0]} does not exist; expected a zip file or a folder")
-                else:
-                    start(name, chosen)
-            st.rerun()
+        if common.server_paths_allowed():
+            render_path_import(name, busy)
+        else:
+            st.caption("LAN mode: upload the zip(s); paths on the server are not accepted here.")
         uploads = st.file_uploader("…or upload zip(s)", type=["zip"], accept_multiple_files=True,
                                    key=f"datasets_upload_{name}")
         if uploads and st.button("Import uploaded zip(s)", key=f"datasets_import_upload_{name}", disabled=busy):
+            try:
+                background.check_uploads([upload.size for upload in uploads])
+            except DatasetError as error:
+                st.session_state["datasets_message"] = ("error", str(error))
+                st.rerun()
             folder = background.upload_dir(name)
             saved = []
-            for upload in uploads:
-                target = folder / upload.name.replace("/", "_")
+            for index, upload in enumerate(uploads):
+                target = background.upload_target(folder, index, upload.name)
                 target.write_bytes(upload.getbuffer())
                 saved.append(str(target))
             start(name, saved, cleanup=[str(folder)])
             st.rerun()
     with delete_column:
         render_delete(name, busy, "Delete")
+
+
+def render_path_import(name: str, busy: bool) -> None:
+    """The "Path(s) on this machine" box and its button (only where server paths are allowed)."""
+    text = st.text_area("Path(s) on this machine, one per line", key=f"datasets_import_path_{name}",
+                        height=68, placeholder="/path/to/GTSRB_Final_Training_Images.zip")
+    if st.button("Import from path", key=f"datasets_import_{name}", disabled=busy, icon=":material/input:"):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            st.session_state["datasets_message"] = ("error", "Type a path first.")
+            st.rerun()
+        try:
+            chosen = [str(serving.check_server_path(line, common.server_address())) for line in lines]
+        except ValueError as error:
+            st.session_state["datasets_message"] = ("error", str(error))
+            st.rerun()
+        missing = [line for line, path in zip(lines, chosen) if not os.path.exists(path)]
+        if missing:
+            st.session_state["datasets_message"] = (
+                "error", f"{missing[0]} does not exist; expected a zip file or a folder")
+        else:
+            start(name, chosen)
+        st.rerun()
 
 
 def render_delete(name: str, busy: bool, label: str) -> None:

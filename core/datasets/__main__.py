@@ -91,6 +91,10 @@ def _remove_upload(path: str) -> None:
     uploads = (paths.data_dir() / background.UPLOADS_FOLDER).resolve()
     if uploads in target.parents:
         base.remove_tree(target)
+        try:
+            uploads.rmdir()  # the last upload gone: leave no empty folder behind
+        except OSError:
+            pass  # other uploads are still there
 
 
 def _print_info(name: str, as_json: bool = False) -> None:

@@ -10,6 +10,7 @@ browser reloads; its output goes to ``<root>/.progress/<name>.log``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +26,11 @@ def log_path(name: str):
 
 
 UPLOADS_FOLDER = ".uploads"
+UPLOAD_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_UPLOAD_NAME_CHARS = 80
+# One import takes at most the three official GTSRB zips (276 + 84 MB + labels).
+MAX_UPLOAD_FILES = 3
+MAX_UPLOAD_TOTAL_BYTES = 512 * 1024 * 1024
 
 
 def upload_dir(name: str) -> Path:
@@ -32,6 +38,51 @@ def upload_dir(name: str) -> Path:
     folder = paths.data_dir() / UPLOADS_FOLDER / f"{base.check_name(name)}-{time.time_ns()}"
     folder.mkdir(parents=True)
     return folder
+
+
+def check_uploads(sizes: list[int]) -> None:
+    """Refuses a batch of uploads before anything is written to disk.
+
+    Args:
+        sizes: the byte size of each uploaded file.
+
+    Raises:
+        DatasetError: more than ``MAX_UPLOAD_FILES`` files, or more than
+            ``MAX_UPLOAD_TOTAL_BYTES`` together.
+    """
+    if len(sizes) > MAX_UPLOAD_FILES:
+        raise base.DatasetError(
+            f"{len(sizes)} files uploaded at once; expected at most {MAX_UPLOAD_FILES} zips "
+            "(the training zip, or the test images zip with its labels zip)"
+        )
+    total = sum(int(size) for size in sizes)
+    if total > MAX_UPLOAD_TOTAL_BYTES:
+        raise base.DatasetError(
+            f"the uploads hold {total / 2**20:,.0f} MiB together, above the "
+            f"{MAX_UPLOAD_TOTAL_BYTES / 2**20:,.0f} MiB limit of one import"
+        )
+
+
+def upload_target(folder: Path, index: int, file_name: str) -> Path:
+    """Where one uploaded file is saved: unique within ``folder``, whatever the browser sent.
+
+    The browser's file name is reduced to its last component and safe characters, and prefixed
+    with the upload's position, so two uploads called ``train.zip`` never overwrite each other
+    and no name can leave ``folder``.
+
+    Args:
+        folder: a fresh folder from :func:`upload_dir`.
+        index: the upload's position in the batch (0, 1, ...).
+        file_name: the name the browser sent.
+
+    Returns:
+        ``folder / "NNN-<safe name>"`` (ending in ``.zip`` when the name had no suffix).
+    """
+    last = str(file_name).replace("\\", "/").rsplit("/", 1)[-1]
+    safe = UPLOAD_NAME_UNSAFE.sub("_", last).strip("._")[-MAX_UPLOAD_NAME_CHARS:] or "upload.zip"
+    if "." not in safe:
+        safe += ".zip"
+    return Path(folder) / f"{int(index):03d}-{safe}"
 
 
 def start_get(name: str, sources: list[str] | None = None, variant: str | None = None,

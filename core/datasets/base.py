@@ -149,7 +149,22 @@ def new_staging_dir(prefix: str) -> Path:
                 remove_tree(child)
         except OSError:
             pass
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=folder))
+    for _ in range(3):
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=staging_dir()))
+        except FileNotFoundError:
+            continue  # another process just removed the empty staging folder (remove_staging_dir)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=staging_dir()))
+
+
+def remove_staging_dir(path: Path) -> None:
+    """Deletes one temporary folder from ``new_staging_dir``, and the staging folder itself when
+    nothing else is staged, so that a finished or refused import leaves no folder behind."""
+    remove_tree(path)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # other imports are staging files there
 
 
 

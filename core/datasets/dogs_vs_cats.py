@@ -23,14 +23,12 @@ more than half of the images.
 
 from __future__ import annotations
 
-import io
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from core import imaging
 from core.datasets import base, cache, sources
 
 NAME = "dogs-vs-cats"
@@ -84,18 +82,18 @@ def _label(name: str) -> tuple[str, str] | None:
 
 
 def check_image(data: bytes) -> np.ndarray | None:
-    """Decodes image bytes quickly at reduced size; ``None`` when they do not decode."""
+    """Decodes image bytes quickly at reduced size; ``None`` when they do not decode.
+
+    Decoding goes through ``core.imaging.read_image``: corrupt files, non-images and
+    decompression bombs (too many pixels) all count as "does not decode".
+    """
     if not data:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                image.draft("RGB", (CHECK_SIZE, CHECK_SIZE))
-                image.load()
-                return np.asarray(image.convert("RGB"))
-    except Exception:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
+        image = imaging.read_image(data, max_bytes=sources.MAX_MEMBER_BYTES, draft_size=CHECK_SIZE)
+    except imaging.ImageError:
         return None
+    return np.asarray(image)
 
 
 def install(paths, progress=None) -> dict:
@@ -274,14 +272,11 @@ def decode(path: Path, image_size: int) -> np.ndarray | None:
     import cv2
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                image.draft("RGB", (image_size, image_size))
-                image = ImageOps.exif_transpose(image)
-                array = np.asarray(image.convert("RGB"))
-    except Exception:
+        data = Path(path).read_bytes()
+        image = imaging.read_image(data, max_bytes=sources.MAX_MEMBER_BYTES, draft_size=image_size)
+    except (OSError, imaging.ImageError):
         return None
+    array = np.asarray(image)
     height, width = array.shape[:2]
     interpolation = cv2.INTER_AREA if (height > image_size or width > image_size) else cv2.INTER_LINEAR
     return cv2.resize(array, (image_size, image_size), interpolation=interpolation)

@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from core import imaging
 from core.datasets import base, cache, signs, sources
 
 NAME = "gtsrb"
@@ -109,9 +109,17 @@ def parse_csv(text: str, where: str, require_class: bool = True) -> list[dict]:
     return rows
 
 
+def _read_rgb(data: bytes) -> np.ndarray | None:
+    """Decodes image bytes through ``core.imaging.read_image`` (bounded: size, pixels, corrupt
+    files); ``None`` when they are not a usable image."""
+    try:
+        return np.asarray(imaging.read_image(data, max_bytes=sources.MAX_MEMBER_BYTES))
+    except imaging.ImageError:
+        return None
+
+
 def _decodes(data: bytes) -> bool:
-    array = np.frombuffer(data, dtype=np.uint8)
-    return array.size > 0 and cv2.imdecode(array, cv2.IMREAD_COLOR) is not None
+    return _read_rgb(data) is not None
 
 
 def _classify(source: sources.SourceFiles) -> dict:
@@ -384,10 +392,12 @@ def split_records(split: str, valid_fraction: float = VALID_FRACTION,
 
 
 def _decode(path: Path, record: Record, image_size: int, roi_crop: bool) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        image = _read_rgb(path.read_bytes())
+    except OSError:
+        image = None
     if image is None:
         raise base.DatasetError(f"{path} cannot be decoded; re-import GTSRB")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if roi_crop:
         height, width = image.shape[:2]
         scale_x = width / max(record.width, 1)

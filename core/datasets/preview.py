@@ -9,7 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.datasets import base, custom, dogs_vs_cats, gtsrb, registry, signs, synthetic_signs
+from core import imaging
+from core.datasets import base, custom, dogs_vs_cats, gtsrb, registry, signs, sources, synthetic_signs
 
 MAX_PER_CLASS = 16
 
@@ -54,10 +55,11 @@ def samples(name: str, per_class: int = 1, classes=None, split: str = "train",
     for class_id in class_ids:
         members = np.flatnonzero(labels == class_id)
         for index in rng.permutation(members)[:per_class]:
-            image = cv2.imread(str(paths[index]), cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = imaging.read_image(paths[index].read_bytes(), max_bytes=sources.MAX_MEMBER_BYTES)
+            except (OSError, imaging.ImageError):
                 continue
-            chosen_images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            chosen_images.append(np.asarray(image))
             chosen_labels.append(int(class_id))
             chosen_names.append(file_names[index])
     return chosen_images, chosen_labels, chosen_names

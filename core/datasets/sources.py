@@ -9,6 +9,14 @@ code path for zips and folders.
 ``.staging`` (same file system), and only when everything was read, checked and written does it
 rename the new parts into place and replace the manifest. Any error before that removes the
 temporary folder: nothing half-installed, the existing data untouched.
+
+Archives come from untrusted users (the Datasets page accepts uploads), so a zip is checked
+from its central directory before any member is decompressed: a member larger than
+``MAX_MEMBER_BYTES``, a total above ``MAX_TOTAL_BYTES``, a member that inflates more than
+``MAX_COMPRESSION_RATIO`` times (zip bombs), a symbolic link, or a name that would leave the
+dataset folder (``../x``, ``/etc/x``) refuses the whole archive with one ``DatasetError``.
+Members are then read in ``READ_CHUNK_BYTES`` chunks that never exceed those caps, whatever
+the headers claim.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import time
 import zipfile
 import zlib
@@ -28,6 +37,65 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 ZIP_SUFFIXES = (".zip",)
 IGNORED_NAMES = ("thumbs.db", ".ds_store", "desktop.ini")
 PROGRESS_EVERY_FILES = 500
+# Caps for archives and folders. The real GTSRB training zip holds 39,252 members, 123 MB in all
+# (the official unresized one about 1.5 GB), its largest member is a 79 KB CSV and its highest
+# ratio 5.4; Microsoft's Dogs vs Cats zip is 825 MB of JPEGs (ratio about 1).
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+MAX_TOTAL_BYTES = 8 * 1024 * 1024 * 1024
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_MIN_BYTES = 1024 * 1024  # tiny members may compress well (a blank CSV): not a bomb
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+def _mebibytes(num_bytes: int) -> str:
+    return f"{num_bytes / (1024 * 1024):,.1f} MiB"
+
+
+def check_zip_members(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuses an archive whose listing is unsafe, before anything is decompressed.
+
+    Args:
+        path: the zip (for messages).
+        infos: its central directory (``ZipFile.infolist()``).
+
+    Raises:
+        DatasetError: a member name that leaves the dataset folder, a symbolic link, a member
+            above ``MAX_MEMBER_BYTES`` or ``MAX_COMPRESSION_RATIO``, or a total above
+            ``MAX_TOTAL_BYTES``.
+    """
+    total = 0
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+            raise base.DatasetError(
+                f"{path} is refused: member {name!r} would land outside the dataset folder "
+                "(an absolute name or one with '..'); expected relative names inside the archive"
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise base.DatasetError(
+                f"{path} is refused: member {name!r} is a symbolic link; expected plain files"
+            )
+        if info.is_dir():
+            continue
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise base.DatasetError(
+                f"{path} is refused: member {name!r} unpacks to {_mebibytes(info.file_size)}, above "
+                f"the {_mebibytes(MAX_MEMBER_BYTES)} limit per file (a possible zip bomb)"
+            )
+        if info.file_size > RATIO_CHECK_MIN_BYTES and \
+                info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise base.DatasetError(
+                f"{path} is refused: member {name!r} inflates {ratio:,.0f} times, above the "
+                f"{MAX_COMPRESSION_RATIO}x limit (a possible zip bomb)"
+            )
+        total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise base.DatasetError(
+                f"{path} is refused: its files unpack to more than {_mebibytes(MAX_TOTAL_BYTES)} "
+                "(a possible zip bomb)"
+            )
 
 
 class SourceFiles:
@@ -48,6 +116,11 @@ class SourceFiles:
                 ) from None
             except OSError as error:
                 raise base.DatasetError(f"cannot read {self.path}: {error.strerror or error}") from None
+            try:
+                check_zip_members(self.path, infos)
+            except base.DatasetError:
+                self.close()
+                raise
             self._sizes = {info.filename: info.file_size for info in infos if not info.is_dir()}
         else:
             self._sizes = {}
@@ -69,11 +142,22 @@ class SourceFiles:
         return self._sizes[name]
 
     def read(self, name: str) -> bytes:
-        """Reads one member; damaged zip members and unreadable files become ``DatasetError``."""
+        """Reads one member in chunks, never more than ``MAX_MEMBER_BYTES``.
+
+        Damaged zip members, unreadable files and oversized members become ``DatasetError``.
+        """
         try:
             if self._zip is not None:
-                return self._zip.read(name)
-            return (self.path / name).read_bytes()
+                with self._zip.open(name) as stream:
+                    return self._read_bounded(stream, name)
+            path = self.path / name
+            if path.is_symlink() and self.path.resolve() not in path.resolve().parents:
+                raise base.DatasetError(
+                    f"{name} in {self.path} is a symbolic link to a file outside that folder; "
+                    "expected plain files"
+                )
+            with open(path, "rb") as stream:
+                return self._read_bounded(stream, name)
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:
             raise base.DatasetError(
                 f"{self.path} is damaged: cannot extract {name} ({error}); the zip may be truncated"
@@ -82,6 +166,22 @@ class SourceFiles:
             raise base.DatasetError(
                 f"cannot read {name} in {self.path}: {error.strerror or error}"
             ) from None
+
+    def _read_bounded(self, stream, name: str) -> bytes:
+        chunks = []
+        size = 0
+        while True:
+            chunk = stream.read(READ_CHUNK_BYTES)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_MEMBER_BYTES:
+                raise base.DatasetError(
+                    f"{self.path} is refused: {name} is larger than the "
+                    f"{_mebibytes(MAX_MEMBER_BYTES)} limit per file"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def fingerprint(self) -> str:
         """SHA-256 of a zip file, or of the listing (names + sizes) of a folder."""
@@ -187,7 +287,7 @@ class StagedInstall:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        base.remove_tree(self.root)
+        base.remove_staging_dir(self.root)
 
     def part(self, part: str) -> Path:
         """The staging folder of one part (e.g. ``train``), created."""

@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
 VGG16 = "vgg16"
 MOBILENET_V2 = "mobilenetv2"
 MOBILENET = "mobilenet"
@@ -122,7 +124,44 @@ def parse_weights(weights: str | os.PathLike | None, backbone: str = VGG16) -> W
         )
     if not path.name.endswith(WEIGHTS_FILE_SUFFIXES):
         raise ValueError(f"a weights file must end in .h5, .weights.h5 or .keras, received {path.name!r}")
+    check_weights_file(path)
     return WeightsChoice("file", path=path.resolve())
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Refuses a weights file that cannot be opened, before any model is built.
+
+    ``.keras`` files must be zip archives; ``.h5``/``.hdf5`` files must open as HDF5 (a
+    truncated download, random bytes or a renamed file fail here, with a message, instead of
+    deep inside Keras).
+
+    Raises:
+        ValueError: naming the file and what was expected.
+    """
+    import zipfile
+
+    path = Path(path)
+    if path.name.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path.name} is not a Keras .keras file (not a zip archive: truncated "
+                             "or damaged); expected a file saved by model.save()")
+        return
+    try:
+        with open(path, "rb") as stream:
+            signature = stream.read(len(HDF5_SIGNATURE))
+    except OSError as error:
+        raise ValueError(f"cannot read the weights file {path.name}: {error.strerror or error}") from None
+    if signature != HDF5_SIGNATURE:
+        raise ValueError(f"{path.name} is not an HDF5 weights file (no HDF5 signature); expected a "
+                         "Keras .weights.h5 or .h5 file")
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as weights:
+            list(weights.keys())
+    except (OSError, ValueError, KeyError, RuntimeError):
+        raise ValueError(f"{path.name} is a damaged HDF5 file (truncated or corrupt); download "
+                         "the weights again") from None
 
 
 def weights_fingerprint(layers) -> str:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# Upper bounds of integer settings: a typo such as epochs=99999999999999999999 is refused at
+# once instead of training for days. Keys not listed are bounded by MAX_INT_SETTING.
+MAX_INT_SETTING = 2**31 - 1
+MAXIMUMS = {"epochs": 1000, "head_epochs": 1000, "fine_tune_epochs": 1000, "epoch_repeats": 100,
+            "batch_size": 8192, "head_units": 65536, "image_size": 1024}
 
-def check_int(config: dict, key: str, minimum: int = 1, optional: bool = False) -> None:
-    """Checks ``config[key]`` is an int >= ``minimum`` (or None when ``optional``); stores it as int.
+
+def check_int(config: dict, key: str, minimum: int = 1, optional: bool = False,
+              maximum: int | None = None) -> None:
+    """Checks ``config[key]`` is an int in ``minimum .. maximum`` (or None when ``optional``);
+    stores it as int. ``maximum`` defaults to ``MAXIMUMS[key]``, else ``MAX_INT_SETTING``.
 
     Raises:
         ValueError: naming the key, what was received and what is expected.
@@ -14,8 +22,11 @@ def check_int(config: dict, key: str, minimum: int = 1, optional: bool = False) 
     value = config.get(key)
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        expected = f"an int >= {minimum}" + (" or null" if optional else "")
+    if maximum is None:
+        maximum = MAXIMUMS.get(key, MAX_INT_SETTING)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
+            minimum <= value <= maximum):
+        expected = f"an int in {minimum}..{maximum}" + (" or null" if optional else "")
         raise ValueError(f"{key} must be {expected}, received {value!r}")
     config[key] = int(value)
 
