@@ -35,6 +35,9 @@ STREAMLIT_CONFIG_PATH = Path(__file__).resolve().parent.parent / ".streamlit" / 
 # Exceptions Pillow raises while parsing or decoding damaged files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
                   struct.error, ZeroDivisionError)
+# What decoding a damaged or hostile image may raise: callers that skip bad files catch exactly
+# these (plus PIL's DecompressionBombError), never a bare ``Exception``.
+DECODE_ERRORS = _DECODE_ERRORS + (Image.DecompressionBombError,)
 
 
 class ImageError(ValueError):

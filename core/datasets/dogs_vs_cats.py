@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from core.datasets import base, cache, sources
+from core.imaging import DECODE_ERRORS
 
 NAME = "dogs-vs-cats"
 TITLE = "Dogs vs Cats (Kaggle / Microsoft)"
@@ -94,7 +95,7 @@ def check_image(data: bytes) -> np.ndarray | None:
                 image.draft("RGB", (CHECK_SIZE, CHECK_SIZE))
                 image.load()
                 return np.asarray(image.convert("RGB"))
-    except Exception:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
+    except DECODE_ERRORS:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
         return None
 
 
@@ -280,7 +281,7 @@ def decode(path: Path, image_size: int) -> np.ndarray | None:
                 image.draft("RGB", (image_size, image_size))
                 image = ImageOps.exif_transpose(image)
                 array = np.asarray(image.convert("RGB"))
-    except Exception:
+    except DECODE_ERRORS:  # only a file that does not decode counts as skipped
         return None
     height, width = array.shape[:2]
     interpolation = cv2.INTER_AREA if (height > image_size or width > image_size) else cv2.INTER_LINEAR

@@ -105,7 +105,10 @@ class ProgressReporter(keras.callbacks.Callback):
 
     def _write(self, **fields):
         self._last_write = time.monotonic()
-        runs.update_status(self.run_dir, **fields)
+        try:
+            runs.update_status(self.run_dir, **fields)
+        except runs.RunLockTimeout:
+            pass  # progress is best effort: skip this write rather than write unlocked or stop fit
 
     def on_train_begin(self, logs=None):
         self._batches_per_epoch = (self.params or {}).get("steps")
