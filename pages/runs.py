@@ -1,4 +1,4 @@
-"""Runs page: every run folder with its state and scores; cancel, delete, download, compare."""
+"""Runs page: every run folder with its state and scores; cancel, resume, delete, download, compare."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def runs_table(summaries) -> pd.DataFrame:
             if summary.duration_seconds is not None else "",
             "device": str(status.get("device") or ""),
             "created": summary.created_at,
-            "problem": summary.error or str(status.get("error") or ""),
+            "problem": summary.error or str(status.get("error") or "")
+            or (f"warning: {status['warning']}" if status.get("warning") else ""),
         })
     return pd.DataFrame(rows)
 
@@ -68,6 +69,18 @@ def run_actions(summary) -> None:
             file_name=f"{summary.run_id}.keras", mime="application/octet-stream",
             key=f"{KEY}_download", icon=":material/download:", on_click="ignore",
         )
+    if summary.state in jobs.RESUMABLE_STATES:
+        if columns[0].button("Resume", key=f"{KEY}_resume_{summary.run_id}",
+                             icon=":material/play_circle:",
+                             help="Continues from the last finished epoch in a new worker"):
+            try:
+                jobs.resume(summary.run_id)
+            except (ValueError, OSError) as error:
+                st.session_state[f"{KEY}_message"] = None
+                st.error(f"Cannot resume {summary.run_id}: {error}")
+            else:
+                st.session_state[f"{KEY}_message"] = f"Resumed {summary.run_id}: queued again."
+                st.rerun()
     active = summary.state in jobs.ACTIVE_STATES
     if columns[2].button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
                          help="Cancel the run first" if active else "Deletes the whole run folder"):
@@ -85,6 +98,8 @@ def run_actions(summary) -> None:
         st.error(f"Broken run folder: {summary.error}")
     elif summary.status.get("error"):
         st.error(summary.status["error"])
+    if not summary.broken and summary.state == runs.COMPLETED:
+        training_ui.show_warnings(summary.status, summary.results)
     log_path = run_dir / runs.LOG_FILE
     if log_path.exists():
         with st.expander("Log (end)"):
