@@ -47,7 +47,7 @@ LOCK_POLL_SECONDS = 0.01
 
 
 @contextlib.contextmanager
-def file_lock(lock_path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECONDS):
+def file_lock(lock_path: str | os.PathLike, timeout: float | None = None):
     """Holds an exclusive ``fcntl.flock`` on ``lock_path`` (created if needed) for the block.
 
     Used for read-modify-write updates of shared JSON files (e.g. the bottleneck cache's
@@ -55,7 +55,7 @@ def file_lock(lock_path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECOND
 
     Args:
         lock_path: the lock file, normally beside the file it protects (``.meta.json.lock``).
-        timeout: seconds to wait for the lock.
+        timeout: seconds to wait for the lock; default ``LOCK_TIMEOUT_SECONDS``.
 
     Raises:
         TimeoutError: when another holder keeps the lock for ``timeout`` seconds; the block is
@@ -66,6 +66,7 @@ def file_lock(lock_path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_SECOND
     except ImportError:  # pragma: no cover - Windows
         yield
         return
+    timeout = LOCK_TIMEOUT_SECONDS if timeout is None else float(timeout)
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
