@@ -480,6 +480,24 @@ def active_runs(model: str | None = None, runs_root=None) -> list[str]:
     return found
 
 
+def active_runs_using_dataset(dataset: str, runs_root=None) -> list[str]:
+    """Run ids of QUEUED or RUNNING jobs whose config trains on ``dataset``, newest first.
+
+    Args:
+        dataset: a dataset name such as ``"gtsrb"``.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+    """
+    found = []
+    for run_id in active_runs(runs_root=runs_root):
+        try:
+            config = runs.read_config(runs.run_path(run_id, runs_root))
+        except (runs.RunError, OSError):
+            continue
+        if config.get("dataset") == dataset:
+            found.append(run_id)
+    return found
+
+
 # --- queue and slots (used by the worker process) --------------------------------------------
 
 @dataclass
