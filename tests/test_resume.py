@@ -178,3 +178,24 @@ def test_a_half_written_metrics_line_is_cut_before_resuming(job_env):
     assert (run_dir / runs.METRICS_FILE).read_text().splitlines()[-1].startswith("1,1.0")
     assert os.path.getsize(run_dir / runs.METRICS_FILE) == len(
         (run_dir / runs.METRICS_FILE).read_bytes())
+
+
+def test_backbone_feature_extraction_on_cached_features_resumes(job_env):
+    """The backbone family (MobileNetV2 at 32 px, weights from a scratch run of this test):
+    feature extraction trains the head on bottleneck features; it resumes after a crash."""
+    common = dict(model="mobilenetv2", dataset="synthetic-signs", image_size=32, classes=[13, 14],
+                  labels_per_class=4, valid_size=8, batch_size=8, augmentation={})
+    source_dir, source_state = run_in_process(dict(common, strategy="scratch", epochs=1))
+    assert source_state == runs.COMPLETED
+    config = dict(common, strategy="feature-extraction", weights=f"run:{source_dir.name}", epochs=4)
+    run_dir, state = run_in_process(config, crash_epoch=3)
+    assert state == runs.FAILED and epochs_written(run_dir) == [1, 2]
+    assert (run_dir / trainer.BACKUP_FOLDER / "stage-0").is_dir()
+
+    jobs.prepare_resume(run_dir.name)
+    assert trainer.run_training(run_dir) == runs.COMPLETED
+
+    assert epochs_written(run_dir) == [1, 2, 3, 4]
+    results = runs.read_results(run_dir)
+    assert results["bottleneck_cache_hit"] is True  # the resumed run reused the cached features
+    assert results["num_test_images"] is not None
