@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if latencies:
             p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
             print(f"  {'':24}{'lone':>10}{'p50':>10}{'p95':>10}{'max':>10}")
-            print(f"  {'upload→5 results (s)':24}"
+            print(f"  {f'upload→{arguments.images} results (s)':24}"
                   f"{(lone['latency'] or float('nan')):>10.2f}{p50:>10.2f}{p95:>10.2f}"
                   f"{max(latencies):>10.2f}")
             if lone["ok"]:
