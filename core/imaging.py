@@ -32,6 +32,9 @@ DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # Exceptions Pillow raises while parsing or decoding damaged files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
                   struct.error, ZeroDivisionError)
+# What decoding a damaged or hostile image may raise: callers that skip bad files catch exactly
+# these (plus PIL's DecompressionBombError), never a bare ``Exception``.
+DECODE_ERRORS = _DECODE_ERRORS + (Image.DecompressionBombError,)
 
 
 class ImageError(ValueError):

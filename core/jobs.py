@@ -271,6 +271,80 @@ def submit(config: dict, runs_root=None) -> str:
     return run_dir.name
 
 
+RESUMABLE_STATES = (runs.FAILED, runs.CANCELLED)
+
+
+def prepare_resume(run_id, runs_root=None) -> Path:
+    """Turns a failed or cancelled run back into a QUEUED one that continues where it stopped.
+
+    The run keeps its folder, ``config.json`` and ``metrics.csv``; ``status.json`` gets
+    ``state=queued``, ``resumed_at`` and ``resume_count``, and its error is cleared; a cancel
+    request is removed. The trainer then restores every stage's ``BackupAndRestore`` state
+    (``RUN_DIR/backup``), so training continues after the last finished epoch.
+
+    Args:
+        run_id: a run id under the runs root, or a run folder (resolved by
+            ``core.runs.run_path``).
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+
+    Returns:
+        The run folder, now QUEUED (no worker started).
+
+    Raises:
+        ValueError: (``core.runs.RunError``) when the run does not exist, or is not failed or
+            cancelled (a queued, running or completed run cannot be resumed).
+    """
+    run_dir = runs.run_path(run_id, runs_root)
+    status(run_dir, runs_root)  # a worker killed without a trace is marked FAILED first
+    with runs.run_lock(run_dir):
+        current = runs.read_status(run_dir)
+        state = current.get("state")
+        if state not in RESUMABLE_STATES:
+            raise runs.RunError(
+                f"run {run_dir.name} is {state}; only a failed or cancelled run can be resumed "
+                f"(expected a state in {RESUMABLE_STATES})"
+            )
+        (run_dir / runs.CANCEL_FILE).unlink(missing_ok=True)
+        for leftover in run_dir.glob(".*.tmp*"):  # a save cut off by the kill
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+        _drop_partial_metrics_line(run_dir)
+        runs.write_status(
+            run_dir, state=runs.QUEUED, error=None, warning=None, ended_at=None,
+            failure_detected_by=None, pid=None, pid_start_ticks=None,
+            resumed_at=runs.utc_now(), resume_count=int(current.get("resume_count") or 0) + 1,
+            resumed_from_state=state, submitted_at=time.time(), heartbeat=heartbeat_now(),
+        )
+    return run_dir
+
+
+def _drop_partial_metrics_line(run_dir: Path) -> None:
+    """Cuts a half-written last row (a worker killed mid-write) off ``metrics.csv``."""
+    path = Path(run_dir) / runs.METRICS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    if not data or data.endswith(b"\n"):
+        return
+    temporary = path.with_name(f".{path.name}.repair")
+    temporary.write_bytes(data[: data.rfind(b"\n") + 1])
+    os.replace(temporary, path)
+
+
+def resume(run_id, runs_root=None) -> str:
+    """Resumes a failed or cancelled run in a new detached worker; returns its run id.
+
+    See ``prepare_resume``; the worker then queues like a new job (FIFO, free slot).
+
+    Raises:
+        ValueError: when the run cannot be resumed (see ``prepare_resume``).
+    """
+    run_dir = prepare_resume(run_id, runs_root)
+    start_worker(run_dir, runs_root)
+    return run_dir.name
+
+
 def status(run_id: str, runs_root=None) -> dict:
     """Returns ``status.json`` of a run, first marking a dead worker's run FAILED.
 
@@ -415,6 +489,24 @@ def active_runs(model: str | None = None, runs_root=None) -> list[str]:
             continue
         if status(summary.path, runs_root).get("state") in ACTIVE_STATES:
             found.append(summary.run_id)
+    return found
+
+
+def active_runs_using_dataset(dataset: str, runs_root=None) -> list[str]:
+    """Run ids of QUEUED or RUNNING jobs whose config trains on ``dataset``, newest first.
+
+    Args:
+        dataset: a dataset name such as ``"gtsrb"``.
+        runs_root: the runs root; default ``core.paths.runs_dir()``.
+    """
+    found = []
+    for run_id in active_runs(runs_root=runs_root):
+        try:
+            config = runs.read_config(runs.run_path(run_id, runs_root))
+        except (runs.RunError, OSError):
+            continue
+        if config.get("dataset") == dataset:
+            found.append(run_id)
     return found
 
 

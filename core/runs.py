@@ -420,6 +420,10 @@ RUN_LOCK_TIMEOUT_SECONDS = 5.0
 RUN_LOCK_POLL_SECONDS = 0.01
 
 
+class RunLockTimeout(RunError, TimeoutError):
+    """``run_lock`` could not take the lock in time: the holder is hung; nothing was written."""
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECONDS):
     """Holds an exclusive ``fcntl.flock`` on the run folder itself for the ``with`` block.
@@ -427,9 +431,17 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECON
     Every writer of ``status.json`` (worker, heartbeat thread, ``core.jobs``) takes this lock, so
     read-modify-write updates from different processes or threads never lose each other's fields.
     The lock lives on the folder's own file descriptor: no extra file is created, and the kernel
-    drops it when a holder dies. Holders keep it for milliseconds, so after ``timeout`` seconds
-    the holder counts as hung (e.g. a stopped process) and the block runs without the lock rather
-    than blocking a page forever. Where ``fcntl`` is unavailable (Windows) it is a no-op.
+    drops it when a holder dies. Holders keep it for milliseconds, so a lock still held after
+    ``timeout`` seconds means a hung holder (e.g. a stopped process): the block is then *not*
+    run and ``RunLockTimeout`` is raised, so nothing is ever written without the lock. Where
+    ``fcntl`` is unavailable (Windows) it is a no-op.
+
+    Args:
+        run_dir: the run folder.
+        timeout: seconds to wait for the lock.
+
+    Raises:
+        RunLockTimeout: (a ``TimeoutError`` and a ``RunError``) when the lock stays taken.
     """
     try:
         import fcntl
@@ -447,7 +459,10 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECON
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    break  # the holder is hung: go on without the lock
+                    raise RunLockTimeout(
+                        f"could not lock run folder {Path(run_dir).name} within {float(timeout):g} s "
+                        "(another process holds it and seems hung); nothing was written"
+                    ) from None
                 time.sleep(RUN_LOCK_POLL_SECONDS)
         yield
     finally:

@@ -16,6 +16,10 @@ Examples::
         --weights imagenet --image-size 224 --train-size 2000 --valid-size 500
     python -m core.train --model mobilenetv2 --strategy fine-tune --dataset dogs-vs-cats \\
         --weights imagenet --set fine_tune_blocks=3
+    python -m core.train --resume runs/20261127-101500-lenet5-gtsrb-1a2b   # continue a run
+
+``--resume RUN_DIR_OR_ID`` continues a failed or cancelled run from its last finished epoch
+(``core.jobs.prepare_resume``); no other option but ``--runs-dir``/``--max-jobs`` applies.
 
 Exit status: 0 completed, 1 failed, 2 bad arguments or config, 130 cancelled.
 """
@@ -32,6 +36,8 @@ from core.training.trainer import DISTRIBUTE_OPTIONS
 from core.training.transfer_support import STRATEGIES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+RESUME_CONFLICTS = ("model", "preset", "dataset", "epochs", "settings", "strategy", "weights",
+                    "image_size", "train_size", "valid_size", "distribute")
 
 
 def parse_value(text: str):
@@ -68,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core.train",
         description="Train one model into a new run folder, in the foreground.",
     )
-    parser.add_argument("--model", choices=MODEL_NAMES, required=True)
+    parser.add_argument("--model", choices=MODEL_NAMES,
+                        help="model family (required unless --resume)")
+    parser.add_argument("--resume", metavar="RUN_DIR_OR_ID",
+                        help="continue a failed or cancelled run from its last finished epoch")
     parser.add_argument("--preset", choices=tuple(PRESETS), help="LeNet preset (default seed)")
     parser.add_argument("--dataset", help="gtsrb, synthetic-signs, dogs-vs-cats or a created "
                                           "dataset (family default if omitted)")
@@ -109,13 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     from core import jobs, runs, worker
 
+    if arguments.resume is not None:
+        given = [f"--{key.replace('_', '-')}" for key in RESUME_CONFLICTS
+                 if getattr(arguments, key) not in (None, [])]
+        if given:
+            parser.error(f"--resume continues a run with its own config; received {', '.join(given)}")
+    elif arguments.model is None:
+        parser.error("--model is required (or --resume RUN_DIR_OR_ID)")
     try:
-        config = config_from_arguments(arguments)
-        run_dir = jobs.create_job(config, arguments.runs_dir)
+        if arguments.resume is not None:
+            run_dir = jobs.prepare_resume(arguments.resume, arguments.runs_dir)
+        else:
+            config = config_from_arguments(arguments)
+            run_dir = jobs.create_job(config, arguments.runs_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"Run folder: {run_dir}", file=sys.stderr, flush=True)
+    print(f"{'Resuming' if arguments.resume else 'Run folder'}: {run_dir}", file=sys.stderr,
+          flush=True)
     try:
         state = worker.run(run_dir, console=True, max_jobs=arguments.max_jobs)
     except KeyboardInterrupt:
@@ -131,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         if results.get("test_accuracy") is not None:
             print(f"Test accuracy {results['test_accuracy']:.4f} on "
                   f"{results.get('num_test_images')} images", file=sys.stderr)
-        print(f"Run {state}", file=sys.stderr)
+        if final.get("warning"):
+            print(f"Warning: {final['warning']}", file=sys.stderr)
+        print(f"Run {state}{' with a warning' if final.get('warning') else ''}", file=sys.stderr)
     sys.stdout.write(f"{run_dir}\n")
     sys.stdout.flush()
     return {runs.COMPLETED: EXIT_OK, runs.CANCELLED: EXIT_CANCELLED}.get(state, EXIT_FAILED)

@@ -1,5 +1,5 @@
 """Runs page: every run folder with its state and scores; a click (or ``?run=RUN_ID``) opens its
-report (``ui.report.run_report``); cancel, delete, compare."""
+report (``ui.report.run_report``); cancel, resume, delete, compare."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def runs_table(summaries) -> pd.DataFrame:
             "device": str(status.get("device") or ""),
             "node": str(status.get("node") or status.get("host") or ""),
             "created": summary.created_at,
-            "problem": summary.error or str(status.get("error") or ""),
+            "problem": summary.error or str(status.get("error") or "")
+            or (f"warning: {status['warning']}" if status.get("warning") else ""),
         })
     return pd.DataFrame(rows)
 
@@ -55,7 +56,7 @@ def _delete(run_dir) -> None:
 
 
 def run_actions(summary) -> None:
-    """Cancel and delete (with confirmation) one run; the report below has its files and log."""
+    """Cancel, resume and delete (with confirmation) one run; the report below has its files and log."""
     run_dir = summary.path
     active = summary.state in jobs.ACTIVE_STATES
     columns = iter(st.columns(4))
@@ -64,6 +65,19 @@ def run_actions(summary) -> None:
             jobs.cancel(summary.run_id)
             st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
             st.rerun()
+    if summary.state in jobs.RESUMABLE_STATES:
+        if next(columns).button("Resume", key=f"{KEY}_resume_{summary.run_id}",
+                                icon=":material/play_circle:",
+                                help="Continues from the last finished epoch in a new worker"):
+            try:
+                jobs.resume(summary.run_id)
+            except (ValueError, OSError) as error:
+                st.error(f"Cannot resume {summary.run_id}: {error}")
+            else:
+                st.session_state[f"{KEY}_message"] = f"Resumed {summary.run_id}: queued again."
+                st.rerun()
+    if not summary.broken and summary.state == runs.COMPLETED:
+        training_ui.show_warnings(summary.status, summary.results)
     export_panel(run_dir, KEY)
     if next(columns).button("Delete run", key=f"{KEY}_delete", icon=":material/delete:", disabled=active,
                          help="Cancel the run first" if active else "Deletes the whole run folder"):

@@ -119,20 +119,30 @@ def test_broken_folders_are_listed_as_broken_never_raised(isolated_roots):
     assert "config.json is missing" in summaries["empty-folder"].error
 
 
-def test_run_lock_gives_up_on_a_hung_holder(isolated_roots):
+def test_run_lock_raises_on_a_hung_holder_and_never_writes_unlocked(isolated_roots):
     import fcntl
     import os
 
     run_dir = runs.create_run(CONFIG)
+    before = (run_dir / runs.STATUS_FILE).read_text()
     holder = os.open(str(run_dir), os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)  # like a stopped process inside the lock
+    entered = []
     try:
         started = time.monotonic()
-        with runs.run_lock(run_dir, timeout=0.3):
-            pass
+        with pytest.raises(runs.RunLockTimeout, match=r"could not lock run folder .* within 0\.3 s"):
+            with runs.run_lock(run_dir, timeout=0.3):
+                entered.append(True)
         assert 0.3 <= time.monotonic() - started < 3
+        assert entered == []  # the block never ran without the lock
+        assert isinstance(runs.RunLockTimeout("x"), TimeoutError)
+        assert isinstance(runs.RunLockTimeout("x"), runs.RunError)
     finally:
         os.close(holder)
+    assert (run_dir / runs.STATUS_FILE).read_text() == before
+    with runs.run_lock(run_dir, timeout=0.3):  # free again once the holder is gone
+        entered.append(True)
+    assert entered == [True]
 
 
 def test_class_names_round_trip(isolated_roots):

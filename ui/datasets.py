@@ -164,7 +164,7 @@ def render_metrics(name: str, counts: dict, usage: dict) -> None:
 def start(name: str, sources=None, variant=None, cleanup=None) -> None:
     """Starts a background get; reports problems on the page."""
     try:
-        background.start_get(name, sources, variant=variant, cleanup=cleanup)
+        _, joined = background.start_or_join(name, sources, variant=variant, cleanup=cleanup)
     except DatasetError as error:
         for folder in cleanup or []:
             base.remove_tree(Path(folder))
@@ -174,7 +174,10 @@ def start(name: str, sources=None, variant=None, cleanup=None) -> None:
                 pass
         st.session_state["datasets_message"] = ("error", str(error))
     else:
-        st.session_state["datasets_message"] = ("info", f"Started: {name} runs in a background process.")
+        text = (f"A download/import of {name} was already running (started from another session); "
+                "its progress is shown below and your request was not started again."
+                if joined else f"Started: {name} runs in a background process.")
+        st.session_state["datasets_message"] = ("info", text)
 
 
 def render_actions(name: str, state: str) -> None:

@@ -63,6 +63,21 @@ def state_line(status: dict) -> str:
     return " ".join(parts)
 
 
+def run_warnings(status: dict, results: dict | None = None) -> list[str]:
+    """The problems a run ended with that did not fail it (``status.json["warning"]`` and
+    ``results.json["warnings"]``), each once."""
+    found = [str(item) for item in (results or {}).get("warnings") or []]
+    if status.get("warning") and not found:
+        found.append(str(status["warning"]))
+    return found
+
+
+def show_warnings(status: dict, results: dict | None = None) -> None:
+    """Shows "completed with a warning" and each warning of a run, if any."""
+    for text in run_warnings(status, results):
+        st.warning(f"Completed with a warning: {text}", icon=":material/warning:")
+
+
 def _live_body(run_id: str, key: str, reference, reference_name: str, show_cancel: bool,
                was_active: bool) -> None:
     status = _read_status(run_id)
@@ -98,7 +113,10 @@ def _live_body(run_id: str, key: str, reference, reference_name: str, show_cance
     elif state == runs.FAILED:
         st.error(f"Failed: {status.get('error') or 'unknown error'}")
     elif state == runs.CANCELLED:
-        st.warning("Cancelled. Epochs finished before the cancel are kept.")
+        st.warning("Cancelled. Epochs finished before the cancel are kept; the Runs page can "
+                   "resume it.")
+    elif state == runs.COMPLETED:
+        show_warnings(status, runs.read_results(run_dir))
     figure = training_charts.learning_curves(metrics, reference, reference_name=reference_name,
                                              total_epochs=summary["total_epochs"] or None)
     st.plotly_chart(figure, key=f"{key}_curves", width="stretch")

@@ -87,14 +87,7 @@ def command_get(arguments) -> int:
 
 def _remove_upload(path: str) -> None:
     """Deletes a temporary upload (only inside the data root's upload folder)."""
-    target = Path(path).resolve()
-    uploads = (paths.data_dir() / background.UPLOADS_FOLDER).resolve()
-    if uploads in target.parents:
-        base.remove_tree(target)
-        try:
-            uploads.rmdir()  # the last upload gone: leave no empty folder behind
-        except OSError:
-            pass  # other uploads are still there
+    background.remove_upload(path)
 
 
 def _print_info(name: str, as_json: bool = False) -> None:

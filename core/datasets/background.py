@@ -5,6 +5,11 @@ called from other threads. So the page starts ``python -m core.datasets get NAME
 separate process (the very code path of the CLI), which only writes files and its progress
 file; the page polls :func:`core.datasets.progress.read`. The process survives page reruns and
 browser reloads; its output goes to ``<root>/.progress/<name>.log``.
+
+One get per dataset at a time: starting is decided under a file lock
+(``<root>/.progress/<name>.lock``), so of two sessions that press "Import" together exactly one
+starts a process; with ``start_or_join`` the other joins it (it shows the same progress, and
+its own uploads are removed).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from core import paths
 from core.datasets import base, progress
+from core.files import file_lock
 
 
 def log_path(name: str):
@@ -98,9 +104,41 @@ def start_get(name: str, sources: list[str] | None = None, variant: str | None =
     Raises:
         DatasetError: a get of the same dataset is already running.
     """
+    pid, joined = start_or_join(name, sources, variant=variant, cleanup=cleanup, join=False)
+    return pid
+
+
+def start_or_join(name: str, sources: list[str] | None = None, variant: str | None = None,
+                  cleanup: list[str] | None = None, *, join: bool = True) -> tuple[int | None, bool]:
+    """Starts a background get, or joins the one of the same dataset that is already running.
+
+    Args:
+        name: dataset name.
+        sources: local paths to import (``None`` downloads).
+        variant: dogs-vs-cats download variant.
+        cleanup: temporary upload folders the process deletes when done; when joining, they are
+            deleted at once (the running get does not use them).
+        join: False raises instead of joining.
+
+    Returns:
+        ``(pid, joined)``: the pid of the process doing the work (None while the one joined is
+        still starting) and whether it was already running.
+
+    Raises:
+        DatasetError: the process cannot be started, or a get is running and ``join`` is False.
+    """
     base.check_name(name)
-    if progress.is_running(name):
-        raise base.DatasetError(f"a download/import of {name} is already running")
+    with file_lock(progress.progress_path(name).with_suffix(".lock")):
+        if progress.is_running(name):
+            if not join:
+                raise base.DatasetError(f"a download/import of {name} is already running")
+            for path in cleanup or []:
+                remove_upload(path)
+            return (progress.read(name) or {}).get("pid"), True
+        return _spawn_get(name, sources, variant, cleanup), False
+
+
+def _spawn_get(name: str, sources, variant, cleanup) -> int:
     command = [sys.executable, "-m", "core.datasets", "get", name, "--background"]
     for source in sources or []:
         command += ["--from", str(source)]
@@ -125,6 +163,14 @@ def start_get(name: str, sources: list[str] | None = None, variant: str | None =
         progress.clear(name)
         raise base.DatasetError(f"cannot start the background process: {error}") from None
     return process.pid
+
+
+def remove_upload(path: str | os.PathLike) -> None:
+    """Deletes a temporary upload folder (only inside the data root's upload folder)."""
+    target = Path(path).resolve()
+    uploads = (paths.data_dir() / UPLOADS_FOLDER).resolve()
+    if uploads in target.parents:
+        base.remove_tree(target)
 
 
 def read_log(name: str, max_chars: int = 4000) -> str:

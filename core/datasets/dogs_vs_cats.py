@@ -30,6 +30,7 @@ import numpy as np
 
 from core import imaging
 from core.datasets import base, cache, sources
+from core.imaging import DECODE_ERRORS
 
 NAME = "dogs-vs-cats"
 TITLE = "Dogs vs Cats (Kaggle / Microsoft)"

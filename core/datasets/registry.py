@@ -204,11 +204,20 @@ def delete(name: str) -> int:
     """Deletes a dataset's files and caches; returns the bytes freed.
 
     Raises:
-        DatasetError: while a download/import of it is running.
+        DatasetError: while a download/import of it is running, or while a queued or running
+            training job uses it (the jobs are named).
     """
     base.check_name(name)
     if progress.is_running(name):
         raise base.DatasetError(f"{name} is being downloaded/imported right now; wait for it to finish")
+    from core import jobs
+
+    users = jobs.active_runs_using_dataset(name)
+    if users:
+        raise base.DatasetError(
+            f"{name} is used by {len(users)} queued or running training job(s): {', '.join(users)}; "
+            "cancel them or wait for them to finish before deleting it"
+        )
     folder = base.dataset_dir(name)
     freed = base.folder_size(folder)
     if base.is_custom(name):

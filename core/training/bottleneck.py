@@ -30,12 +30,13 @@ from typing import Callable
 import numpy as np
 
 from core import paths
-from core.files import write_atomic, write_json_atomic
+from core.files import file_lock, write_atomic, write_json_atomic
 
 CACHE_FOLDER = ("cache", "bottleneck")
 FEATURE_DTYPE = "float16"
 DEFAULT_BATCH_SIZE = 32
 META_FILE = "meta.json"
+META_LOCK_FILE = ".meta.json.lock"
 
 
 def cache_key(*, weights_fingerprint: str, dataset: str, image_size: int, copies: int,
@@ -149,12 +150,42 @@ def cached_features(key: str, split: str, compute: Callable[[], np.ndarray], lab
         )
     write_atomic(features_path, lambda temp: np.save(temp, np.ascontiguousarray(features)))
     write_atomic(labels_path, lambda temp: np.save(temp, np.ascontiguousarray(labels)))
-    meta_path = folder / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta[split] = {"shape": list(features.shape), "dtype": str(features.dtype),
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json_atomic(meta_path, meta)
+    update_meta(folder, split, {"shape": list(features.shape), "dtype": str(features.dtype),
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return features, {"hit": False, "seconds": time.perf_counter() - started, "path": str(features_path)}
+
+
+def update_meta(folder: str | os.PathLike, split: str, entry: dict) -> dict:
+    """Sets ``meta.json[split] = entry`` in a cache folder under a cross-process file lock.
+
+    Two runs filling the same cache entry (e.g. one the train split, one the val split) each
+    read, modify and write ``meta.json``; the lock keeps either update from being lost.
+
+    Args:
+        folder: the cache entry folder (``cache_root() / key``).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        entry: what to store for the split.
+
+    Returns:
+        The whole ``meta.json`` content as written.
+
+    Raises:
+        TimeoutError: when the lock stays taken by another process (nothing written).
+    """
+    folder = Path(folder)
+    meta_path = folder / META_FILE
+    with file_lock(folder / META_LOCK_FILE):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            meta = {}
+        except ValueError:
+            meta = {}  # a corrupt meta.json is rebuilt from what is written now
+        if not isinstance(meta, dict):
+            meta = {}
+        meta[split] = entry
+        write_json_atomic(meta_path, meta)
+    return meta
 
 
 def make_rotating_features(features: np.ndarray, labels: np.ndarray, *, batch_size: int,

@@ -10,6 +10,7 @@ is a clock read and one ``os.path.exists`` so the job path costs about the same 
 * ``CancelOnRequest``: stops training after the current batch once ``cancel.request`` exists.
 * ``BestModelSaver``: saves ``model.keras`` whenever ``val_accuracy`` improves.
 * ``ConsoleProgress``: a text progress bar on stderr for ``python -m core.train``.
+* ``RunBackup``: Keras's ``BackupAndRestore`` for one ``fit`` stage of a run (resume support).
 """
 
 from __future__ import annotations
@@ -48,12 +49,16 @@ class MetricsLogger(keras.callbacks.Callback):
         run_dir: the run folder.
         epoch_offset: epochs already written by earlier stages; the row's epoch is
             ``epoch_offset + keras_epoch + 1``.
+        skip_written: a resumed run: an epoch that already has a row (written just before the
+            worker died, so its backup was not saved and the epoch runs again) is not written
+            twice, so ``metrics.csv`` holds every epoch exactly once.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, epoch_offset: int = 0):
+    def __init__(self, run_dir: str | os.PathLike, epoch_offset: int = 0, skip_written: bool = False):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.epoch_offset = int(epoch_offset)
+        self.skip_written = bool(skip_written)
         self._epoch_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -71,6 +76,10 @@ class MetricsLogger(keras.callbacks.Callback):
         }
         row = {key: _as_float(value) for key, value in row.items()}
         row["epoch"] = self.epoch_offset + epoch + 1
+        if self.skip_written:
+            written = runs.read_metrics(self.run_dir)["epoch"]
+            if (written == row["epoch"]).any():
+                return
         runs.append_metrics(self.run_dir, row)
 
 
@@ -106,7 +115,10 @@ class ProgressReporter(keras.callbacks.Callback):
 
     def _write(self, **fields):
         self._last_write = time.monotonic()
-        runs.update_status(self.run_dir, **fields)
+        try:
+            runs.update_status(self.run_dir, **fields)
+        except runs.RunLockTimeout:
+            pass  # progress is best effort: skip this write rather than write unlocked or stop fit
 
     def on_train_begin(self, logs=None):
         self._batches_per_epoch = (self.params or {}).get("steps")
@@ -246,3 +258,41 @@ class ConsoleProgress(keras.callbacks.Callback):
         parts = [f"{key} {float(logs[key]):.4f}" for key in
                  ("loss", "accuracy", "val_loss", "val_accuracy") if logs.get(key) is not None]
         self._draw(self._steps or 0, suffix=" - " + ", ".join(parts), end="\n")
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` for one ``fit`` stage of a run, kept after the stage ends.
+
+    At the end of every epoch it saves the weights, the optimizer state (learning-rate schedule
+    position included) and the epoch number to ``backup_dir``; at the start of ``fit`` it
+    restores them, so a resumed ``fit`` continues after the last finished epoch. Unlike the
+    plain callback the backup of a *finished* stage is kept (``delete_checkpoint=False``):
+    when a run is resumed, that stage's ``fit`` restores its final weights and runs no epoch,
+    and the next stage resumes where it stopped. The trainer deletes the backups once the run
+    completes. ``double_checkpoint`` keeps the previous state for a backup cut off mid-write.
+
+    Args:
+        backup_dir: this stage's folder (``RUN_DIR/backup/stage-N``).
+        epoch_offset: epochs of the stages before this one.
+        on_stage_end: called with ``epoch_offset + epochs of this fit`` when ``fit`` ends.
+    """
+
+    def __init__(self, backup_dir, epoch_offset: int = 0,
+                 on_stage_end: Callable[[int], None] | None = None):
+        super().__init__(backup_dir=os.fspath(backup_dir), save_freq="epoch",
+                         double_checkpoint=True, delete_checkpoint=False)
+        self.epoch_offset = int(epoch_offset)
+        self.on_stage_end = on_stage_end
+        self.restored_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        # Keras keeps ``_initial_epoch`` on the model after a restore; a model fitted again in a
+        # later stage must not inherit it.
+        self.model._initial_epoch = None
+        super().on_train_begin(logs)
+        self.restored_epoch = int(self.model._initial_epoch or 0)
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None
+        if self.on_stage_end is not None:
+            self.on_stage_end(self.epoch_offset + int((self.params or {}).get("epochs") or 0))

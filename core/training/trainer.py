@@ -69,6 +69,10 @@ MAX_MISCLASSIFIED = 64
 PREDICT_BATCH_SIZE = 256
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DISTRIBUTE_OPTIONS = ("none", "mirrored")
+# A log record with this attribute set is a run warning: stored in results.json["warnings"] and
+# status.json["warning"], and shown on the pages (``logger.warning(text, extra={FLAG: True})``).
+RUN_WARNING_FLAG = "run_warning"
+BACKUP_FOLDER = "backup"
 
 
 class TrainingCancelled(Exception):
@@ -120,12 +124,16 @@ def load_prepared_splits(config: dict, logger=None):
 
     Args:
         config: a resolved run config (``dataset``, ``seed``, ``preprocessing`` ...).
-        logger: where to note a missing test split.
+        logger: the run's logger. A dataset without a test split is noted at INFO level; a
+            test split that exists but fails to load is logged as a run warning (see
+            ``RunContext.warnings``: the run then ends completed with that warning). Without a
+            logger that failure is raised.
 
     Returns:
         ``(train, val, test)`` as ``PreparedSplit`` (test is None without a test split).
     """
     from core import datasets
+    from core.datasets import registry
 
     name = config["dataset"]
     size = config["preprocessing"]["image_size"]
@@ -136,12 +144,18 @@ def load_prepared_splits(config: dict, logger=None):
                           labels_per_class=config.get("labels_per_class"), **selection, **sizes)
     val = datasets.load(name, "val", size, seed=seed, **selection, **sizes)
     test = None
-    try:
-        test = _subset(datasets.load(name, "test", size, seed=seed, **selection),
-                       config.get("max_test_images"), seed)
-    except (ValueError, OSError) as error:  # no test split, or its files are not installed
-        if logger is not None:
-            logger.info("No test split for %s: %s", name, error)
+    if "test" in registry.get_info(name).splits:
+        try:
+            test = _subset(datasets.load(name, "test", size, seed=seed, **selection),
+                           config.get("max_test_images"), seed)
+        except (ValueError, OSError) as error:  # the dataset has a test split, but it failed
+            message = (f"the test split of {name} could not be loaded, so the run has no test "
+                       f"scores: {type(error).__name__}: {error}")
+            if logger is None:
+                raise
+            logger.warning(message, extra={RUN_WARNING_FLAG: True})
+    elif logger is not None:
+        logger.info("%s has no test split: scores come from the validation split", name)
     spec = config["preprocessing"]
     return (prepare_split(train, spec), prepare_split(val, spec),
             prepare_split(test, spec) if test is not None else None)
@@ -242,6 +256,20 @@ def describe_device(strategy=None) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more visible)"
 
 
+class _RunWarningCollector(logging.Handler):
+    """Collects the messages of log records flagged ``RUN_WARNING_FLAG`` into a list."""
+
+    def __init__(self, messages: list):
+        super().__init__(level=logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, RUN_WARNING_FLAG, False):
+            message = record.getMessage()
+            if message not in self.messages:
+                self.messages.append(message)
+
+
 class RunContext:
     """What a model family's ``train(context)`` gets; see the module docstring for the API.
 
@@ -253,11 +281,14 @@ class RunContext:
         strategy: a ``tf.distribute`` strategy or None.
         console: draw a progress bar on stderr (the CLI).
         extra_callbacks: Keras callbacks appended to every ``callbacks()`` list (benchmarks).
+        resuming: the run continues an interrupted one (``core.jobs.resume``): every ``fit``
+            restores its stage's backup, and ``epochs_done()`` counts the stages passed in this
+            process rather than the rows of ``metrics.csv``.
     """
 
     def __init__(self, run_dir, config: dict, logger: logging.Logger | None = None, *,
                  device: str = "CPU", strategy=None, console: bool = False,
-                 extra_callbacks: list | None = None):
+                 extra_callbacks: list | None = None, resuming: bool = False):
         self.run_dir = Path(run_dir)
         self.extra_callbacks = list(extra_callbacks or [])
         self.config = dict(config)
@@ -265,7 +296,13 @@ class RunContext:
         self.device = device
         self.strategy = strategy
         self.console = console
+        self.resuming = bool(resuming)
+        self.warnings: list[str] = []
+        self._warning_collector = _RunWarningCollector(self.warnings)
+        self.logger.addHandler(self._warning_collector)
         self._cancelled = False
+        self._fit_calls = 0
+        self._stage_end_epoch = 0
 
     @property
     def run_id(self) -> str:
@@ -289,6 +326,16 @@ class RunContext:
         """Raises ``TrainingCancelled`` when a cancel was requested (e.g. between stages)."""
         if self.cancelled:
             raise TrainingCancelled("cancelled by the user")
+
+    # --- warnings -------------------------------------------------------------------------
+    def warn(self, message: str) -> None:
+        """Records a problem that does not fail the run: it ends completed with this warning
+        (``results.json["warnings"]``, ``status.json["warning"]``, shown on the pages)."""
+        self.logger.warning(str(message), extra={RUN_WARNING_FLAG: True})
+
+    def detach(self) -> None:
+        """Removes the warning collector from the logger (the run is over)."""
+        self.logger.removeHandler(self._warning_collector)
 
     # --- distribution -------------------------------------------------------------------
     def scope(self):
@@ -325,8 +372,22 @@ class RunContext:
 
     # --- run folder helpers ---------------------------------------------------------------
     def epochs_done(self) -> int:
-        """Epoch rows already in ``metrics.csv`` (the ``epoch_offset`` of a next stage)."""
+        """Epochs of the stages before the next ``fit`` (the ``epoch_offset`` of a next stage).
+
+        Normally the rows of ``metrics.csv``. A resumed run has rows of later stages too, so
+        it counts the epochs of the stages its ``fit`` calls have passed in this process.
+        """
+        if self.resuming:
+            return int(self._stage_end_epoch)
         return int(len(runs.read_metrics(self.run_dir)))
+
+    @property
+    def backup_dir(self) -> Path:
+        """``RUN_DIR/backup``: the ``BackupAndRestore`` state of each stage (``stage-N``)."""
+        return self.run_dir / BACKUP_FOLDER
+
+    def _stage_ended(self, end_epoch: int) -> None:
+        self._stage_end_epoch = max(self._stage_end_epoch, int(end_epoch))
 
     def best_val_accuracy(self) -> float | None:
         """Best ``val_accuracy`` in ``metrics.csv`` so far, or None."""
@@ -358,15 +419,23 @@ class RunContext:
 
         if int(total_epochs) < 1:
             raise ValueError(f"total_epochs must be a positive integer, received {total_epochs!r}")
+        stage = self._fit_calls
+        self._fit_calls += 1
         items = [
             run_callbacks.CancelOnRequest(self.run_dir, on_cancel=self.mark_cancelled),
-            run_callbacks.MetricsLogger(self.run_dir, epoch_offset=epoch_offset),
+            run_callbacks.MetricsLogger(self.run_dir, epoch_offset=epoch_offset,
+                                        skip_written=self.resuming),
             run_callbacks.BestModelSaver(self.model_path, model_to_save=model_to_save,
                                          initial_best=self.best_val_accuracy()),
             run_callbacks.ProgressReporter(self.run_dir, total_epochs, epoch_offset=epoch_offset),
         ]
         if self.console:
             items.append(run_callbacks.ConsoleProgress(total_epochs, epoch_offset=epoch_offset))
+        # Last of the run's own callbacks: an epoch is backed up only after its metrics row and
+        # model.keras are written, so a resume never loses a row (a duplicate is skipped).
+        items.append(run_callbacks.RunBackup(self.backup_dir / f"stage-{stage}",
+                                             epoch_offset=epoch_offset,
+                                             on_stage_end=self._stage_ended))
         return items + self.extra_callbacks
 
     def load_best_model(self):
@@ -414,6 +483,7 @@ class RunContext:
             "num_val_images": len(val.labels) if val is not None else None,
             "num_train_images": int(num_train_images) if num_train_images is not None else None,
             "trainable_params": trainable, "non_trainable_params": non_trainable,
+            "warnings": list(self.warnings),
         }
         num_classes = len(names) or int(model.outputs[0].shape[-1])
         if val is not None and len(val.labels):
@@ -527,7 +597,7 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
     run_dir = Path(run_dir).resolve()
     logger = make_logger(run_dir, console=console)
     beat = heartbeat_module.Heartbeat(run_dir).start() if heartbeat else None
-    final_state, error = runs.FAILED, None
+    final_state, error, warning = runs.FAILED, None, None
     try:
         now = runs.utc_now()
         started = runs.update_status(
@@ -553,10 +623,22 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
         device = describe_device(strategy)
         runs.update_status(run_dir, device=device)
         logger.info("Device: %s", device)
+        resuming = bool(started.get("resumed_at"))
+        if resuming:
+            logger.info("Resuming after epoch %d (resume %s)", len(runs.read_metrics(run_dir)),
+                        started.get("resume_count"))
         context = RunContext(run_dir, config, logger, device=device, strategy=strategy,
-                             console=console, extra_callbacks=extra_callbacks)
-        family.train(context)
+                             console=console, extra_callbacks=extra_callbacks, resuming=resuming)
+        try:
+            family.train(context)
+        finally:
+            context.detach()
         final_state = runs.CANCELLED if context.cancelled else runs.COMPLETED
+        if context.warnings:
+            warning = "; ".join(context.warnings)
+            _store_warnings(run_dir, context.warnings)
+        if final_state == runs.COMPLETED:
+            remove_backups(run_dir)
     except TrainingCancelled as cancelled:
         final_state, error = runs.CANCELLED, None
         logger.info("Cancelled: %s", cancelled)
@@ -569,23 +651,46 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
     finally:
         if beat is not None:
             beat.stop()
-    finish_run(run_dir, final_state, error)
-    logger.info("Run ended %s", final_state)
+    finish_run(run_dir, final_state, error, warning=warning)
+    logger.info("Run ended %s%s", final_state, f" with a warning: {warning}" if warning else "")
     _close_logger(logger)
     return final_state
 
 
-def finish_run(run_dir, state: str, error: str | None = None) -> dict | None:
+def _store_warnings(run_dir, warnings: list[str]) -> None:
+    """Makes sure ``results.json["warnings"]`` holds the run's warnings (when it exists)."""
+    results = runs.read_results(run_dir)
+    if results is not None and results.get("warnings") != list(warnings):
+        results["warnings"] = list(warnings)
+        runs.write_results(run_dir, results)
+
+
+def remove_backups(run_dir) -> None:
+    """Deletes ``RUN_DIR/backup`` (the resume state), once a run has completed."""
+    import shutil
+
+    shutil.rmtree(Path(run_dir) / BACKUP_FOLDER, ignore_errors=True)
+
+
+def finish_run(run_dir, state: str, error: str | None = None, *,
+               warning: str | None = None) -> dict | None:
     """Writes the terminal state, unless the run already ended (e.g. cancelled while queued).
 
     A run that a watcher marked FAILED because its heartbeat went stale (a suspended laptop)
     but whose worker then finished is corrected to the worker's own final state.
+
+    Args:
+        run_dir: the run folder.
+        state: ``completed``, ``cancelled`` or ``failed``.
+        error: why it failed (``status.json["error"]``).
+        warning: a problem that did not fail the run (``status.json["warning"]``), e.g. a test
+            split that could not be loaded: the run is "completed with a warning".
     """
     status = runs.read_status(run_dir)
     allowed = (runs.QUEUED, runs.RUNNING)
     if status.get("state") == runs.FAILED and status.get("failure_detected_by") == "watcher":
         allowed = allowed + (runs.FAILED,)
-    fields = {"state": state, "ended_at": runs.utc_now(), "error": error}
+    fields = {"state": state, "ended_at": runs.utc_now(), "error": error, "warning": warning}
     if state != runs.FAILED:
         fields["failure_detected_by"] = None
     return runs.update_status(run_dir, only_if_state=allowed, **fields)
