@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import experiments, jobs, runs
+from core import experiments, jobs, runs, serving
 from core.datasets import registry
 from core.models import backbones
 from core.training import backbone_family as family
@@ -11,10 +11,12 @@ from core.training import families
 from core.training.transfer_support import STRATEGIES
 from ui import common
 from ui import transfer as transfer_ui
+from ui.transferability import transferability_panel
 
 SESSION_DEFAULTS = {"transfer_last_run_id": None, "transfer_last_sweep": [],
                     "transfer_last_experiment": None}
 BACKBONE_SOURCES = ("ImageNet", "Weights file on this machine", "Finished run")
+LAN_BACKBONE_SOURCES = ("ImageNet", "Finished run")  # no input that names a server path
 STRATEGY_HELP = {
     "feature-extraction": "Freeze the pretrained base, train only the new head. Best with little "
                           "data similar to ImageNet.",
@@ -55,7 +57,9 @@ with left:
 with right:
     model = st.selectbox("Backbone network", backbones.BACKBONE_NAMES, key="transfer_model",
                          format_func=backbones.BACKBONE_TITLES.get)
-    weights_source = st.radio("Pretrained weights", BACKBONE_SOURCES, key="transfer_weights_source",
+    weights_source = st.radio("Pretrained weights",
+                              BACKBONE_SOURCES if common.server_paths_allowed() else LAN_BACKBONE_SOURCES,
+                              key="transfer_weights_source",
                               disabled=strategy == "scratch",
                               help="Scratch always starts from random weights.")
 defaults = family.defaults_for(model)
@@ -123,9 +127,14 @@ if strategy != "scratch":
     elif weights_source == BACKBONE_SOURCES[1]:
         path_text = st.text_input("Weights file (.h5 or .weights.h5, no top)", key=f"transfer_weights_path_{model}",
                                   placeholder="/path/to/mobilenet_v2_..._no_top.h5")
-        if not path_text.strip():
-            problem = f"Give the path of a {model} no-top weights file."
         weights = path_text.strip()
+        if not weights:
+            problem = f"Give the path of a {model} no-top weights file."
+        else:
+            try:
+                weights = str(serving.check_server_path(weights, common.server_address()))
+            except ValueError as error:
+                problem = str(error)
     else:
         finished = [summary for summary in transfer_ui.run_summaries()
                     if summary.state == runs.COMPLETED and (summary.path / runs.MODEL_FILE).exists()]
@@ -139,6 +148,9 @@ if strategy != "scratch":
                                           "other run (e.g. LeNet) lends its layers to a copy of its "
                                           "own architecture.")
             weights = f"run:{source_id}"
+
+with st.expander("How transferable is each source to this dataset? (measured before training)"):
+    transferability_panel(dataset, key_prefix="transfer")
 
 config = {"model": model, "strategy": strategy, "dataset": dataset, "weights": weights,
           "image_size": image_size, "epochs": epochs, "batch_size": batch_size,

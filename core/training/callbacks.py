@@ -196,7 +196,7 @@ class BestModelSaver(keras.callbacks.Callback):
         if value is None:
             return
         value = float(value)
-        if value > self.best or not self.path.exists():
+        if value >= self.best or not self.path.exists():  # ties: the later, better-trained epoch
             self.best = max(value, self.best)
             save_model_atomic(self.model_to_save or self.model, self.path)
             self.saved_epochs += 1
