@@ -175,7 +175,7 @@ class BestModelSaver(keras.callbacks.Callback):
         model_to_save: the model to write instead of the one being fitted, e.g. the full
             composed model when only a bottleneck head is trained; default the fitted model.
         initial_best: best value reached by earlier stages (from ``metrics.csv``), so a second
-            stage only overwrites the file with something better.
+            stage only overwrites the file with something at least as good (ties: the later epoch).
         monitor: the log key; ``val_accuracy`` (falls back to ``accuracy`` without validation).
     """
 
