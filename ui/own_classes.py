@@ -14,7 +14,8 @@ import streamlit as st
 
 from core import imaging, jobs, own_classes, runs
 from core.datasets import DatasetError
-from core.predictor import format_probability, model_mtime
+from core.charts.classify import format_probability
+from core.predictor import model_mtime
 from ui import classify as classify_ui
 from ui import imagenet as imagenet_ui
 from ui import training as training_ui
