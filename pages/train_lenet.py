@@ -200,10 +200,10 @@ def render_run(run_id: str, status: dict) -> None:
     if not on_gtsrb:
         st.caption("Trained on synthetic signs: the study's GTSRB figures are drawn for orientation "
                    "only, the two are not comparable.")
-    report.run_report(runs.run_path(run_id), f"{KEY}_results",
-                      reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
-                      reference_name=REFERENCE_NAME,
-                      reference_test_accuracy=lenet.STUDY_TEST_ACCURACY if on_gtsrb else None)
+    training_ui.run_results(run_id, key=f"{KEY}_results",
+                            reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
+                            reference_name=REFERENCE_NAME,
+                            reference_test_accuracy=lenet.STUDY_TEST_ACCURACY if on_gtsrb else None)
     if st.button("Train another model", key=f"{KEY}_new", icon=":material/add:"):
         st.session_state[RUN_KEY] = None
         st.rerun()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from streamlit.testing.v1 import AppTest
 
 from core import runs
@@ -40,6 +42,7 @@ def test_query_parameter_opens_that_runs_report_with_named_mistakes(isolated_roo
     results = runs.read_results(wanted)
     results["class_names"] = list(signs.CLASS_NAMES)
     runs.write_results(wanted, results)
+    time.sleep(1.05)  # creation times have one-second resolution: make the other run surely newer
     newest = write_run(runs.FAILED, epochs_done=1)
     assert runs.list_runs()[0].run_id == newest.name  # without ?run= the page opens this one
     app = open_runs_page({"run": wanted.name})

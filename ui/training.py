@@ -166,8 +166,12 @@ def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=Non
 
     try:
         run_dir = runs.run_path(run_id)
-    except runs.RunError as error:
+    except (runs.RunError, ValueError) as error:
         st.warning(f"Run {run_id} cannot be read: {error}")
         return
+    try:
+        show_warnings(runs.read_status(run_dir), runs.read_results(run_dir))
+    except runs.RunError:
+        pass  # the report below says the folder is broken
     report.run_report(run_dir, key, reference_val_accuracy=reference_val_accuracy,
                       reference_name=reference_name, reference_test_accuracy=reference_test_accuracy)
