@@ -15,8 +15,9 @@ Two heads:
 * ``"pooling"``: head_pooling (global average) -> head_dense -> head_dropout -> predictions,
   the usual head for MobileNets (fewer weights to fit from 2,000 images).
 
-The base is always called with ``training=False``, so BatchNorm stays in inference mode even
-when fine-tuning unfreezes it (as the Keras transfer-learning guide advises). Feature
+A pretrained base is called with ``training=False``, so BatchNorm stays in inference mode even
+when fine-tuning unfreezes it (as the Keras transfer-learning guide advises); a scratch base
+trains its BatchNorm statistics normally. Feature
 extraction freezes every base layer; fine-tuning then unfreezes the backbone's last
 ``num_blocks`` blocks (``unfreeze_top_blocks``); scratch trains everything from random weights.
 """
@@ -73,11 +74,17 @@ def build_base(backbone: str = backbones.VGG16, *, image_size: int = 224,
         ) from error
 
 
-def _call_base(base: keras.Model, tensor):
-    """Replays ``base``'s layers on ``tensor`` (flat, not nested), each with ``training=False``."""
+def _call_base(base: keras.Model, tensor, inference_mode: bool = True):
+    """Replays ``base``'s layers on ``tensor`` (flat, not nested).
+
+    With ``inference_mode`` each layer is called with ``training=False`` (BatchNorm keeps its
+    pretrained statistics, also when fine-tuning); without it (scratch), BatchNorm learns its
+    statistics as usual.
+    """
 
     def call_frozen(layer, *args, **kwargs):
-        kwargs["training"] = False
+        if inference_mode:
+            kwargs["training"] = False
         return layer(*args, **kwargs)
 
     # Keras' own graph walk (Keras is pinned), with our call: works for chains and residual graphs.
@@ -127,7 +134,7 @@ def build_transfer_model(num_classes: int, *, backbone: str = backbones.VGG16,
     if augmentation is not None:
         tensor = augmentation(tensor)
     tensor = module.preprocessing_layer()(tensor)
-    features = _call_base(base, tensor)
+    features = _call_base(base, tensor, inference_mode=freeze_base)
     outputs = _head(features, num_classes, head, head_units, dropout_rate)
     model = keras.Model(inputs, outputs, name=name or f"{backbone}_transfer")
     set_base_trainable(model, not freeze_base)
