@@ -83,9 +83,12 @@ def image_from_bytes(data: bytes, max_side: int = MAX_PLAYGROUND_SIDE) -> np.nda
     """
     from PIL import Image
 
-    from core.imaging import read_image
+    from core.imaging import ImageError, read_image
 
-    image = read_image(data)
+    try:
+        image = read_image(data)
+    except ImageError as error:
+        raise ValueError(f"Could not read the upload as an image: {error}") from None
     scale = max_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),

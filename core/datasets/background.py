@@ -171,6 +171,10 @@ def remove_upload(path: str | os.PathLike) -> None:
     uploads = (paths.data_dir() / UPLOADS_FOLDER).resolve()
     if uploads in target.parents:
         base.remove_tree(target)
+        try:
+            uploads.rmdir()  # the last upload gone: leave no empty folder behind
+        except OSError:
+            pass  # other uploads are still there
 
 
 def read_log(name: str, max_chars: int = 4000) -> str:
