@@ -151,17 +151,23 @@ def streamlit_server(browser_dirs):
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """A headless Debian Chromium driven by Playwright (never ``playwright install``)."""
+def playwright_driver():
+    """The one Playwright driver of the session (a second sync driver cannot start beside it)."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is absent (.ci/run installs Debian's chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield instance
-        instance.close()
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver):
+    """A headless Debian Chromium driven by Playwright (never ``playwright install``)."""
+    instance = playwright_driver.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    yield instance
+    instance.close()
 
 
 @pytest.fixture

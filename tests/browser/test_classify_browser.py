@@ -137,7 +137,15 @@ def _expected_top1(run_dir: Path, data: bytes) -> tuple[str, str]:
     from core.inference import Predictor, read_image
     from core.charts.classify import format_probability
 
-    top = Predictor.from_run(run_dir).top_k([read_image(data)], k=1)[0][0]
+    previous = os.environ.get("TLLAB_RUNS_DIR")
+    os.environ["TLLAB_RUNS_DIR"] = str(Path(run_dir).parent)  # the server's runs root holds the run
+    try:
+        top = Predictor.from_run(run_dir).top_k([read_image(data)], k=1)[0][0]
+    finally:
+        if previous is None:
+            os.environ.pop("TLLAB_RUNS_DIR", None)
+        else:
+            os.environ["TLLAB_RUNS_DIR"] = previous
     return top["class_name"], format_probability(top["probability"])
 
 
