@@ -81,19 +81,28 @@ LOCK_POLL_SECONDS = 0.01
 
 
 @contextlib.contextmanager
-def file_lock(lock_path: str | os.PathLike, timeout: float | None = None):
-    """Holds an exclusive ``fcntl.flock`` on ``lock_path`` (created if needed) for the block.
+def file_lock(lock_path: str | os.PathLike, timeout: float | None = None, create: bool = True,
+              on_timeout: Callable[[TimeoutError], BaseException] | None = None):
+    """Holds an exclusive ``fcntl.flock`` on ``lock_path`` for the block: the project's one lock loop.
 
     Used for read-modify-write updates of shared JSON files (e.g. the bottleneck cache's
-    ``meta.json``) by several processes. The kernel drops the lock when its holder dies.
+    ``meta.json``) by several processes, for the run folders (``core.runs.run_lock``), the weights
+    installs and the job slots. The kernel drops the lock when its holder dies.
 
     Args:
         lock_path: the lock file, normally beside the file it protects (``.meta.json.lock``).
-        timeout: seconds to wait for the lock; default ``LOCK_TIMEOUT_SECONDS``.
+        timeout: seconds to wait for the lock; default ``LOCK_TIMEOUT_SECONDS``. ``0`` tries once
+            without waiting.
+        create: True creates the lock file (and its folder) when missing; False locks an existing
+            file or folder as it is (a run folder locks itself), creating nothing.
+        on_timeout: given the ``TimeoutError``, returns the exception to raise instead (a
+            caller's own error class); it is raised by the lock itself, never for an error
+            inside the block.
 
     Raises:
-        TimeoutError: when another holder keeps the lock for ``timeout`` seconds; the block is
-            then not run, so nothing is written without the lock.
+        TimeoutError: (or what ``on_timeout`` returns) when another holder keeps the lock for
+            ``timeout`` seconds; the block is then not run, so nothing is written without the lock.
+        FileNotFoundError: with ``create=False``, when ``lock_path`` does not exist.
     """
     try:
         import fcntl
@@ -102,20 +111,22 @@ def file_lock(lock_path: str | os.PathLike, timeout: float | None = None):
         return
     timeout = LOCK_TIMEOUT_SECONDS if timeout is None else float(timeout)
     lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    if create:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    else:
+        descriptor = os.open(str(lock_path), os.O_RDONLY)  # read-only opens folders too
     try:
-        deadline = time.monotonic() + float(timeout)
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"could not lock {lock_path} within {float(timeout):g} s (another process "
-                        "holds it); nothing was written"
-                    ) from None
+                    error = TimeoutError(f"could not lock {lock_path} within {timeout:g} s (another "
+                                         "process holds it); nothing was written")
+                    raise (error if on_timeout is None else on_timeout(error)) from None
                 time.sleep(LOCK_POLL_SECONDS)
         yield
     finally:

@@ -417,7 +417,6 @@ CLASS_NAMES_FILE = "class_names.json"
 
 
 RUN_LOCK_TIMEOUT_SECONDS = 5.0
-RUN_LOCK_POLL_SECONDS = 0.01
 
 
 class RunLockTimeout(RunError, TimeoutError):
@@ -434,7 +433,7 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECON
     drops it when a holder dies. Holders keep it for milliseconds, so a lock still held after
     ``timeout`` seconds means a hung holder (e.g. a stopped process): the block is then *not*
     run and ``RunLockTimeout`` is raised, so nothing is ever written without the lock. Where
-    ``fcntl`` is unavailable (Windows) it is a no-op.
+    ``fcntl`` is unavailable (Windows) it is a no-op. The lock is ``core.files.file_lock``'s.
 
     Args:
         run_dir: the run folder.
@@ -443,30 +442,13 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECON
     Raises:
         RunLockTimeout: (a ``TimeoutError`` and a ``RunError``) when the lock stays taken.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    import time
+    def hung(error: TimeoutError) -> RunLockTimeout:
+        return RunLockTimeout(
+            f"could not lock run folder {Path(run_dir).name} within {float(timeout):g} s "
+            "(another process holds it and seems hung); nothing was written")
 
-    descriptor = os.open(str(run_dir), os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + float(timeout)
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RunLockTimeout(
-                        f"could not lock run folder {Path(run_dir).name} within {float(timeout):g} s "
-                        "(another process holds it and seems hung); nothing was written"
-                    ) from None
-                time.sleep(RUN_LOCK_POLL_SECONDS)
+    with files.file_lock(run_dir, timeout=timeout, create=False, on_timeout=hung):
         yield
-    finally:
-        os.close(descriptor)  # closing releases the flock
 
 
 def update_status(

@@ -163,6 +163,26 @@ def test_offline_download_says_how_to_import_a_file(isolated_roots):
         weights.resolve_imagenet("mobilenetv2", allow_download=False)
 
 
+def test_a_held_install_lock_times_out_with_weights_unavailable(isolated_roots):
+    import fcntl
+    import os
+
+    weights.weights_root().mkdir(parents=True)
+    holder = os.open(weights.weights_root() / store.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another install in progress
+    entered = []
+    try:
+        with pytest.raises(weights.WeightsUnavailableError, match=r"another install holds .*\.lock for over 0 s"):
+            with store._install_lock(timeout=0.1):
+                entered.append(True)
+    finally:
+        os.close(holder)
+    assert entered == []
+    with store._install_lock(timeout=0.1):
+        entered.append(True)
+    assert entered == [True]
+
+
 def test_imagenet_after_import_opens_no_connection(small_files, isolated_roots, monkeypatch):
     from core.training import backbone_family
 

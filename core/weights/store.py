@@ -17,7 +17,6 @@ nothing behind, and an earlier good install stays as it was. Once installed, res
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -97,23 +96,22 @@ def installed_file(backbone: str, variant: str = catalogue.NO_TOP) -> Path | Non
 
 @contextlib.contextmanager
 def _install_lock(timeout: float = LOCK_TIMEOUT_SECONDS):
-    root = weights_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_FILE, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise WeightsUnavailableError(
-                        f"another install holds {root / LOCK_FILE} for over {timeout:.0f} s; try again") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Holds the weights root's install lock (``core.files.file_lock`` on ``weights/.lock``).
+
+    Args:
+        timeout: seconds to wait for another install to finish.
+
+    Raises:
+        WeightsUnavailableError: when another install keeps the lock for ``timeout`` seconds.
+    """
+    lock_path = weights_root() / LOCK_FILE
+
+    def busy(error: TimeoutError) -> WeightsUnavailableError:
+        return WeightsUnavailableError(
+            f"another install holds {lock_path} for over {timeout:.0f} s; try again")
+
+    with files.file_lock(lock_path, timeout=timeout, on_timeout=busy):
+        yield
 
 
 def _staged_copy(source: Path, progress: ProgressCallback | None) -> tuple[Path, str, int]:
