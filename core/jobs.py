@@ -29,6 +29,7 @@ This module imports no framework, so the Streamlit process and a waiting worker 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import signal
@@ -40,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import environment, job_backends, paths, runs
+from core import environment, files, job_backends, paths, runs
 from core.heartbeat import (  # noqa: F401 - public via core.jobs
     ACTIVE_STATES,
     HEARTBEAT_SECONDS_ENV,
@@ -514,16 +515,15 @@ def active_runs_using_dataset(dataset: str, runs_root=None) -> list[str]:
 
 @dataclass
 class Slot:
-    """The slot(s) a worker holds: open locked files, and the GPU ids pinned to the job."""
+    """The slot(s) a worker holds: their held ``file_lock``s, and the GPU ids pinned to the job."""
 
     indices: list[int]
     gpu_ids: list[str]
-    handles: list = field(default_factory=list, repr=False)
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     def release(self) -> None:
-        for handle in self.handles:
-            handle.close()
-        self.handles = []
+        """Frees the slot(s); calling it again does nothing."""
+        self.locks.close()
 
 
 def _queue_key(status_dict: dict, run_id: str) -> tuple:
@@ -564,36 +564,34 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
 
 
 def try_acquire_slot(runs_root, needs_all: bool = False, max_jobs: int | None = None) -> Slot | None:
-    """Takes a free slot (or every slot when ``needs_all``) without waiting; None when busy."""
-    import fcntl
+    """Takes a free slot (or every slot when ``needs_all``) without waiting; None when busy.
 
+    Each slot is a ``core.files.file_lock`` tried once (``timeout=0``) and held until
+    ``Slot.release`` (or the worker's death).
+    """
     count = max_concurrent_jobs(max_jobs)
     gpu_ids = visible_gpu_ids()
     folder = paths.runs_dir(runs_root) / SLOTS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    taken: list[tuple[int, object]] = []
+    locks = contextlib.ExitStack()
+    indices: list[int] = []
     for index in range(count):
-        handle = open(folder / f"slot-{index}.lock", "a+")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+            locks.enter_context(files.file_lock(folder / f"slot-{index}.lock", timeout=0))
+        except TimeoutError:  # another worker holds this slot
             if needs_all:
-                for _, held in taken:
-                    held.close()
+                locks.close()
                 return None
             continue
-        taken.append((index, handle))
+        indices.append(index)
         if not needs_all:
             break
-    if not taken:
+    if not indices:
         return None
-    indices = [index for index, _ in taken]
     if needs_all:
         pinned = gpu_ids
     else:
         pinned = [gpu_ids[indices[0] % len(gpu_ids)]] if gpu_ids else []
-    return Slot(indices=indices, gpu_ids=pinned, handles=[handle for _, handle in taken])
+    return Slot(indices=indices, gpu_ids=pinned, locks=locks)
 
 
 def wait_for_slot(run_dir, poll_seconds: float = QUEUE_POLL_SECONDS,
