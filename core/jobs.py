@@ -40,6 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from core import environment, files, job_backends, paths, runs
 from core.heartbeat import (  # noqa: F401 - public via core.jobs
@@ -375,20 +376,52 @@ def status(run_id: str, runs_root=None) -> dict:
     return updated if updated is not None else runs.read_status(run_dir)
 
 
-def mark_failed(run_dir, reason: str) -> dict | None:
-    """Marks a QUEUED/RUNNING run FAILED by a watcher (re-checked under the run lock)."""
+WATCHER_END_STATES = (runs.FAILED, runs.CANCELLED)
+
+
+def mark_ended(run_dir, state: str, reason: str, expected: tuple[str, ...] = ACTIVE_STATES,
+               still_applies: Callable[[dict], bool] | None = None) -> dict | None:
+    """Ends a run from outside its worker (a watcher): the status under the run lock, then a log line.
+
+    Used by ``mark_failed`` and by the Ray backend (dead actors, overdue cancels).
+
+    Args:
+        run_dir: the run folder.
+        state: ``runs.FAILED`` (recorded with ``failure_detected_by="watcher"``) or
+            ``runs.CANCELLED``.
+        reason: why, stored as the status' ``error`` and written to the run's log.
+        expected: the states the run may be in; in any other nothing is written.
+        still_applies: re-checked on the status read under the lock (the run may have moved on
+            since the caller looked); False writes nothing.
+
+    Returns:
+        The status as written, or None when nothing was written.
+
+    Raises:
+        ValueError: for a ``state`` other than failed or cancelled.
+    """
+    if state not in WATCHER_END_STATES:
+        raise ValueError(f"state must be one of {', '.join(WATCHER_END_STATES)}, received {state!r}")
     with runs.run_lock(run_dir):
         current = runs.read_status(run_dir)
-        if current.get("state") not in ACTIVE_STATES or death_reason(current) is None:
+        if current.get("state") not in expected:
             return None
-        written = runs.write_status(run_dir, state=runs.FAILED, error=reason,
-                                    ended_at=runs.utc_now(), failure_detected_by="watcher")
+        if still_applies is not None and not still_applies(current):
+            return None
+        written = runs.write_status(run_dir, state=state, error=reason, ended_at=runs.utc_now(),
+                                    failure_detected_by="watcher" if state == runs.FAILED else None)
     try:
         with open(Path(run_dir) / runs.LOG_FILE, "a", encoding="utf-8") as log:
-            log.write(f"{runs.utc_now()} ERROR marked failed: {reason}\n")
+            log.write(f"{runs.utc_now()} ERROR marked {state}: {reason}\n")
     except OSError:
         pass
     return written
+
+
+def mark_failed(run_dir, reason: str) -> dict | None:
+    """Marks a QUEUED/RUNNING run FAILED by a watcher (its death re-checked under the run lock)."""
+    return mark_ended(run_dir, runs.FAILED, reason,
+                      still_applies=lambda current: death_reason(current) is not None)
 
 
 def refresh_all(runs_root=None) -> int:

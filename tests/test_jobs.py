@@ -231,3 +231,17 @@ def test_depends_on_holds_a_job_until_its_source_completes_and_fails_it_otherwis
     assert status["state"] == runs.FAILED and "depends on" in status["error"]
     with pytest.raises(ValueError, match="No run named '20200101-000000-nothing-here'"):
         jobs.create_job({**config, "depends_on": ["20200101-000000-nothing-here"]})
+
+
+def test_mark_ended_writes_once_under_the_lock_and_logs_why(isolated_roots):
+    run_dir = runs.create_run({"model": "lenet5", "dataset": "gtsrb"})
+    runs.write_status(run_dir, state=runs.RUNNING)
+    with pytest.raises(ValueError, match="received 'completed'"):
+        jobs.mark_ended(run_dir, runs.COMPLETED, "not a watcher's state")
+    assert jobs.mark_ended(run_dir, runs.FAILED, "moved on", still_applies=lambda current: False) is None
+    written = jobs.mark_ended(run_dir, runs.FAILED, "worker gone")
+    assert written["state"] == runs.FAILED and written["error"] == "worker gone"
+    assert written["failure_detected_by"] == "watcher"
+    assert jobs.mark_ended(run_dir, runs.CANCELLED, "too late") is None  # no longer active
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert "ERROR marked failed: worker gone" in log and "too late" not in log and "moved on" not in log

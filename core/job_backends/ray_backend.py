@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from core import paths, runs
+from core import jobs, paths, runs
 from core.files import write_json_atomic
 from core.processes import pid_alive, process_start_ticks
 
@@ -370,21 +370,6 @@ def ray_death_reason(current: dict) -> str | None:
     return describe_death(record)
 
 
-def _mark_ended(run_dir, state: str, reason: str, expected=ACTIVE_STATES) -> dict | None:
-    with runs.run_lock(run_dir):
-        current = runs.read_status(run_dir)
-        if current.get("state") not in expected:
-            return None
-        written = runs.write_status(run_dir, state=state, error=reason, ended_at=runs.utc_now(),
-                                    failure_detected_by="watcher" if state == runs.FAILED else None)
-    try:
-        with open(Path(run_dir) / runs.LOG_FILE, "a", encoding="utf-8") as log:
-            log.write(f"{runs.utc_now()} ERROR marked {state}: {reason}\n")
-    except OSError:
-        pass
-    return written
-
-
 def kill_actor(current: dict) -> bool:
     """Kills a job's actor through Ray (removes a pending one from the queue); True if found."""
     if not is_connected() or not current.get("ray_actor"):
@@ -433,9 +418,9 @@ def status(run_dir, current: dict, local_death_reason) -> dict:
     if reason is None:
         reason = local_death_reason(current)
     if reason is not None:
-        _mark_ended(run_dir, runs.FAILED, reason)
+        jobs.mark_ended(run_dir, runs.FAILED, reason)
     elif _cancel_overdue(run_dir, current):
-        stopped = _mark_ended(
+        stopped = jobs.mark_ended(
             run_dir, runs.CANCELLED,
             f"stopped through Ray: still running {CANCEL_GRACE_SECONDS:.0f} s after the cancel",
             expected=(runs.RUNNING,))
@@ -477,20 +462,35 @@ def _queue_key(status_dict: dict, run_id: str) -> tuple:
     return (float(submitted) if isinstance(submitted, (int, float)) else float("inf"), run_id)
 
 
-def queued_runs(runs_root=None) -> list[str]:
-    """Run ids of QUEUED Ray runs under the runs root, first submitted first."""
-    root = paths.runs_dir(runs_root)
+def ray_runs_in_state(state: str, runs_root=None) -> list[tuple[str, dict]]:
+    """The Ray runs in one state under the runs root, from their run folders.
+
+    Folders starting with ``.`` and folders whose status cannot be read are passed over.
+
+    Args:
+        state: a run state, e.g. ``runs.QUEUED``.
+        runs_root: the runs root (default ``paths.runs_dir()``).
+
+    Returns:
+        ``(run_id, status)`` pairs, in no particular order.
+    """
     found = []
-    for entry in root.iterdir():
+    for entry in paths.runs_dir(runs_root).iterdir():
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         try:
             current = runs.read_status(entry)
         except (runs.RunError, OSError):
             continue
-        if current.get("backend") == BACKEND_NAME and current.get("state") == runs.QUEUED:
-            found.append((_queue_key(current, entry.name), entry.name))
-    return [run_id for _, run_id in sorted(found)]
+        if current.get("backend") == BACKEND_NAME and current.get("state") == state:
+            found.append((entry.name, current))
+    return found
+
+
+def queued_runs(runs_root=None) -> list[str]:
+    """Run ids of QUEUED Ray runs under the runs root, first submitted first."""
+    waiting = ray_runs_in_state(runs.QUEUED, runs_root)
+    return [run_id for run_id, current in sorted(waiting, key=lambda pair: _queue_key(pair[1], pair[0]))]
 
 
 def queue_position(run_dir) -> int | None:
@@ -502,18 +502,10 @@ def queue_position(run_dir) -> int | None:
 
 def running_by_node(runs_root=None) -> dict[str, int]:
     """How many Ray runs are RUNNING on each Ray node id (from the run folders)."""
-    root = paths.runs_dir(runs_root)
     counts: dict[str, int] = {}
-    for entry in root.iterdir():
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        try:
-            current = runs.read_status(entry)
-        except (runs.RunError, OSError):
-            continue
-        if current.get("backend") == BACKEND_NAME and current.get("state") == runs.RUNNING:
-            node_id = str(current.get("ray_node_id") or "")
-            counts[node_id] = counts.get(node_id, 0) + 1
+    for _, current in ray_runs_in_state(runs.RUNNING, runs_root):
+        node_id = str(current.get("ray_node_id") or "")
+        counts[node_id] = counts.get(node_id, 0) + 1
     return counts
 
 
