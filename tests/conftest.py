@@ -43,6 +43,59 @@ def isolated_roots(tmp_path, monkeypatch):
     return {"data": data_dir, "runs": runs_dir}
 
 
+def dogs_vs_cats_jpeg(color, rng) -> bytes:
+    """A 48x40 noisy JPEG around ``color`` (RGB), for the drawn Dogs vs Cats look-alike."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.clip(np.array(color) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def install_dogs_vs_cats(data_root: Path, images_per_class: int) -> Path:
+    """Draws a Dogs vs Cats look-alike in Kaggle's layout and installs it into ``data_root``.
+
+    Reddish cats and bluish dogs (``train/cat.N.jpg``, ``train/dog.N.jpg``, seed 0) are zipped to
+    ``data_root/train-<2 * images_per_class>.zip`` and installed through ``core.datasets.get``
+    with ``TLLAB_DATA_DIR`` pointing at ``data_root``; the variable is restored afterwards.
+
+    Args:
+        data_root: the data root to install into (created when missing).
+        images_per_class: images of each class.
+
+    Returns:
+        ``data_root``.
+    """
+    import zipfile
+
+    import numpy as np
+
+    data_root = Path(data_root)
+    data_root.mkdir(parents=True, exist_ok=True)
+    archive = data_root / f"train-{2 * images_per_class}.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(archive, "w") as handle:
+        for index in range(images_per_class):
+            handle.writestr(f"train/cat.{index}.jpg", dogs_vs_cats_jpeg((170, 90, 60), rng))
+            handle.writestr(f"train/dog.{index}.jpg", dogs_vs_cats_jpeg((60, 90, 170), rng))
+    previous = os.environ.get("TLLAB_DATA_DIR")
+    os.environ["TLLAB_DATA_DIR"] = str(data_root)
+    try:
+        from core import datasets
+
+        datasets.get("dogs-vs-cats", [archive])
+    finally:
+        if previous is None:
+            os.environ.pop("TLLAB_DATA_DIR", None)
+        else:
+            os.environ["TLLAB_DATA_DIR"] = previous
+    return data_root
+
+
 def shared_file(*relative: str) -> Path:
     """Returns a path under ``../shared/datasets``, skipping the test when it is absent."""
     path = SHARED_DATASETS.joinpath(*relative)

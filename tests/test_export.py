@@ -14,21 +14,19 @@ extraction and MobileNet v1 feature extraction on random weights at 64 px on a d
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-from PIL import Image  # noqa: E402
 
 from core import export, jobs, runs, worker  # noqa: E402
 from core.inference import Predictor  # noqa: E402
+from tests.conftest import install_dogs_vs_cats  # noqa: E402
 from tests.test_jobs import synthetic_data_root  # noqa: E402,F401 - shared session fixture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,35 +49,10 @@ print(",".join(sorted({type(layer).__module__.split(".")[0] for layer in model.l
 """
 
 
-def _jpeg(color, rng) -> bytes:
-    pixels = np.clip(np.array(color) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def dogs_data_root(tmp_path_factory):
     """A data root with a 200-image Dogs vs Cats look-alike installed (reddish cats, bluish dogs)."""
-    root = tmp_path_factory.mktemp("export-dogs")
-    archive = root / "train-200.zip"
-    rng = np.random.default_rng(0)
-    with zipfile.ZipFile(archive, "w") as handle:
-        for index in range(DOG_CAT_IMAGES_PER_CLASS):
-            handle.writestr(f"train/cat.{index}.jpg", _jpeg((170, 90, 60), rng))
-            handle.writestr(f"train/dog.{index}.jpg", _jpeg((60, 90, 170), rng))
-    previous = os.environ.get("TLLAB_DATA_DIR")
-    os.environ["TLLAB_DATA_DIR"] = str(root)
-    try:
-        from core import datasets
-
-        datasets.get("dogs-vs-cats", [archive])
-    finally:
-        if previous is None:
-            os.environ.pop("TLLAB_DATA_DIR", None)
-        else:
-            os.environ["TLLAB_DATA_DIR"] = previous
-    return root
+    return install_dogs_vs_cats(tmp_path_factory.mktemp("export-dogs"), DOG_CAT_IMAGES_PER_CLASS)
 
 
 def _random_weights_file(folder: Path, backbone: str) -> Path:

@@ -7,17 +7,14 @@ Weights: a weights=None VGG16 base saved to a local file, which the runs must lo
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-from PIL import Image  # noqa: E402
 
 from core import jobs, runs, worker  # noqa: E402
 from core.inference import Predictor  # noqa: E402
+from tests.conftest import install_dogs_vs_cats  # noqa: E402
 
 IMAGE_SIZE = 32
 IMAGES_PER_CLASS = 30
@@ -25,37 +22,10 @@ TINY = {"dataset": "dogs-vs-cats", "image_size": IMAGE_SIZE, "train_size": 24, "
         "batch_size": 8}
 
 
-def _jpeg(color, rng) -> bytes:
-    pixels = np.clip(np.array(color) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tiny_data_root(tmp_path_factory):
     """A data root with a 60-image Dogs vs Cats look-alike installed (reddish cats, bluish dogs)."""
-    import os
-
-    root = tmp_path_factory.mktemp("tiny-data")
-    archive = root / "train-60.zip"
-    rng = np.random.default_rng(0)
-    with zipfile.ZipFile(archive, "w") as handle:
-        for index in range(IMAGES_PER_CLASS):
-            handle.writestr(f"train/cat.{index}.jpg", _jpeg((170, 90, 60), rng))
-            handle.writestr(f"train/dog.{index}.jpg", _jpeg((60, 90, 170), rng))
-    previous = os.environ.get("TLLAB_DATA_DIR")
-    os.environ["TLLAB_DATA_DIR"] = str(root)
-    try:
-        from core import datasets
-
-        datasets.get("dogs-vs-cats", [archive])
-    finally:
-        if previous is None:
-            os.environ.pop("TLLAB_DATA_DIR", None)
-        else:
-            os.environ["TLLAB_DATA_DIR"] = previous
-    return root
+    return install_dogs_vs_cats(tmp_path_factory.mktemp("tiny-data"), IMAGES_PER_CLASS)
 
 
 @pytest.fixture

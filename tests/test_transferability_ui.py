@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import transferability as tr
+from tests.conftest import install_dogs_vs_cats
 
 IMAGES_PER_CLASS = 20
-
-
-def _jpeg(color, rng) -> bytes:
-    pixels = np.clip(np.array(color) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _install_tiny_dogs_vs_cats(folder) -> None:
-    """A 40-image Dogs vs Cats look-alike (reddish cats, bluish dogs) in the test's data root."""
-    from core import datasets
-
-    archive = folder / "train-40.zip"
-    rng = np.random.default_rng(0)
-    with zipfile.ZipFile(archive, "w") as handle:
-        for index in range(IMAGES_PER_CLASS):
-            handle.writestr(f"train/cat.{index}.jpg", _jpeg((170, 90, 60), rng))
-            handle.writestr(f"train/dog.{index}.jpg", _jpeg((60, 90, 170), rng))
-    datasets.get("dogs-vs-cats", [archive])
 
 
 def _panel_app():
@@ -49,7 +27,7 @@ def test_panel_says_when_the_dataset_is_missing(isolated_roots):
 
 
 def test_panel_ranks_scored_sources_and_recommends_a_strategy_for_the_dataset_size(isolated_roots, tmp_path):
-    _install_tiny_dogs_vs_cats(tmp_path)
+    install_dogs_vs_cats(isolated_roots["data"], IMAGES_PER_CLASS)
     app = AppTest.from_function(_panel_app, default_timeout=240).run()
     assert not app.exception
     assert app.multiselect(key="test_transferability_sources").value == ["random:mobilenetv2", "random:mobilenet"]
