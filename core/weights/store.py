@@ -9,9 +9,9 @@ Layout under the data root (``$TLLAB_DATA_DIR``)::
 
 Every install goes through a staged copy under ``weights/.staging``: the copy is hashed,
 identified layer by layer (``core.weights.inspection``) and loaded into the architecture; only
-then is it renamed into place and the manifest rewritten atomically. A refused file leaves
-nothing behind, and an earlier good install stays as it was. Once installed, resolving
-``imagenet`` reads the local file and never touches the network.
+then is it moved into place and the manifest rewritten, both through ``core.files.write_atomic``.
+A refused file leaves nothing behind, and an earlier good install stays as it was. Once
+installed, resolving ``imagenet`` reads the local file and never touches the network.
 """
 
 from __future__ import annotations
@@ -152,11 +152,13 @@ def _install_staged(staged: Path, backbone: str, sha256: str, size: int, source:
                  "size": size, "source": source, "layers": found.num_layers,
                  "values": found.num_values,
                  "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        def move_in(temp: Path) -> None:  # the staged file becomes write_atomic's temp file
+            staged.chmod(0o644)
+            os.replace(staged, temp)
+
         with _install_lock():
             folder = _backbone_dir(backbone)
-            folder.mkdir(parents=True, exist_ok=True)
-            staged.chmod(0o644)
-            os.replace(staged, folder / entry["file"])
+            files.write_atomic(folder / entry["file"], move_in)
             manifest = read_manifest(backbone)
             previous = manifest["variants"].get(found.variant)
             manifest["variants"][found.variant] = entry
