@@ -103,6 +103,28 @@ def test_bad_files_are_refused_in_one_line_and_nothing_changes_on_disk(small_fil
     assert weights.installed("mobilenet")["sha256"] == weights.file_sha256(small_files["v1_no_top"])
 
 
+def test_import_stream_stages_an_upload_directly_within_the_size_bound(small_files, isolated_roots,
+                                                                       monkeypatch):
+    data = small_files["v1_no_top"].read_bytes()
+    staging = isolated_roots["data"] / "weights" / ".staging"
+    seen = []
+    entry = weights.import_stream("mobilenet", io.BytesIO(data), display_name="mine.weights.h5",
+                                  source_label="upload mine.weights.h5", size=len(data),
+                                  progress=lambda done, total: seen.append((done, total)))
+    assert (entry["variant"], entry["source"]) == ("no_top", "upload mine.weights.h5")
+    assert entry["size"] == len(data) and seen[-1] == (len(data), len(data))
+    assert weights.installed_file("mobilenet").read_bytes() == data
+    assert not any(staging.iterdir())
+    monkeypatch.setattr(store, "MAX_WEIGHTS_BYTES", len(data) - 1)
+    # Refused when the size says so up front, and while streaming when it is unknown.
+    for size, said in ((len(data), f"{len(data):,}"), (None, f"over {len(data) - 1:,}")):
+        with pytest.raises(weights.WeightsFileError,
+                           match=rf"mine\.weights\.h5 is {said} bytes; weights files above [\d,]+ bytes are refused"):
+            weights.import_stream("mobilenet", io.BytesIO(data), display_name="mine.weights.h5",
+                                  source_label="upload mine.weights.h5", size=size)
+        assert not any(staging.iterdir())
+
+
 def test_cli_imports_lists_and_refuses_with_exit_codes(small_files, isolated_roots):
     def cli(*arguments):
         return subprocess.run([sys.executable, "-m", "core.weights", *arguments], cwd=REPO_ROOT,

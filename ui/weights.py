@@ -1,14 +1,12 @@
 """The 'ImageNet weights' section of the Data & weights page: status, upload, download, delete.
 
 Everything goes through ``core.weights`` (the same code as ``python -m core.weights``): an
-uploaded file is written under the data root's staging folder with a unique name, identified
-layer by layer, installed atomically, and the temporary copy removed whatever happens.
+upload is streamed by ``core.weights.import_stream`` straight into the data root's staging
+folder (refused beyond its size bound), identified layer by layer, installed atomically, and
+the staged copy removed whatever happens.
 """
 
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -28,24 +26,17 @@ def _status_table() -> None:
 
 
 def _import_upload(backbone: str, upload) -> None:
-    staging = weights.weights_root() / weights.store.STAGING_FOLDER
-    staging.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".h5", dir=staging)
-    temp = Path(temp_name)
+    upload.seek(0)  # a rerun may find it read to the end
+    bar = st.progress(0.0, text=f"Checking {upload.name}…")
     try:
-        with open(handle, "wb") as stream:
-            stream.write(upload.getbuffer())
-        bar = st.progress(0.0, text=f"Checking {upload.name}…")
-        entry = weights.import_file(backbone, temp, source_label=f"upload {upload.name}",
-                                    display_name=upload.name,
-                                    progress=lambda done, total: bar.progress(min(1.0, done / max(total, 1))))
+        entry = weights.import_stream(
+            backbone, upload, display_name=upload.name, source_label=f"upload {upload.name}",
+            size=upload.size, progress=lambda done, total: bar.progress(min(1.0, done / max(total or 0, 1))))
         bar.empty()
         st.success(f"Installed {backbone} {entry['variant']} (alpha {entry['alpha']}, {entry['layers']} "
                    f"layers, sha256 {entry['sha256'][:16]}…) from {upload.name}.", icon=":material/check_circle:")
     except weights.WeightsFileError as error:
         st.error(f"Refused: {error}. Nothing was installed.", icon=":material/block:")
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _download(backbone: str) -> None:

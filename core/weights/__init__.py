@@ -13,6 +13,7 @@ from core.weights.store import (
     delete,
     download,
     import_file,
+    import_stream,
     installed,
     installed_file,
     offline_hint,
@@ -23,6 +24,6 @@ from core.weights.store import (
 
 __all__ = [
     "NO_TOP", "TOP", "VARIANTS", "WeightsFileError", "WeightsUnavailableError", "delete", "download", "file_sha256",
-    "identify", "import_file", "installed", "installed_file", "official_file", "offline_hint",
+    "identify", "import_file", "import_stream", "installed", "installed_file", "official_file", "offline_hint",
     "resolve_imagenet", "rows", "weights_root",
 ]

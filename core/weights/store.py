@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from core import files, paths
 from core.weights import catalogue
@@ -114,28 +114,63 @@ def _install_lock(timeout: float = LOCK_TIMEOUT_SECONDS):
         yield
 
 
-def _staged_copy(source: Path, progress: ProgressCallback | None) -> tuple[Path, str, int]:
-    """Copies ``source`` into the staging folder while hashing it; returns (copy, sha256, size)."""
+def _new_staged_file(prefix: str) -> Path:
+    """An empty file with a unique name in the staging folder (``weights/.staging``)."""
     staging = weights_root() / STAGING_FOLDER
     staging.mkdir(parents=True, exist_ok=True)
-    total = source.stat().st_size
-    if total > MAX_WEIGHTS_BYTES:
-        raise WeightsFileError(f"{source.name} is {total:,} bytes; weights files above "
+    handle, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".h5", dir=staging)
+    os.close(handle)
+    return Path(temp_name)
+
+
+def _refuse_size(display_name: str, size: int, complete: bool = True) -> None:
+    """Raises ``WeightsFileError`` when ``size`` bytes is over ``MAX_WEIGHTS_BYTES``.
+
+    Args:
+        display_name: how the message names the file.
+        size: its size, or with ``complete=False`` the bytes read from it so far.
+        complete: False says "over the bound" rather than a size not yet known.
+    """
+    if size > MAX_WEIGHTS_BYTES:
+        said = f"{size:,} bytes" if complete else f"over {MAX_WEIGHTS_BYTES:,} bytes"
+        raise WeightsFileError(f"{display_name} is {said}; weights files above "
                                f"{MAX_WEIGHTS_BYTES:,} bytes are refused")
-    handle, temp_name = tempfile.mkstemp(prefix="import-", suffix=".h5", dir=staging)
+
+
+def _staged_copy(stream: BinaryIO, display_name: str, total: int | None,
+                 progress: ProgressCallback | None) -> tuple[Path, str, int]:
+    """Streams ``stream`` into a new staging file while hashing it, within the size bound.
+
+    Args:
+        stream: a binary file object, read from where it stands to its end.
+        display_name: how the size refusal names it.
+        total: its size in bytes when known (refused before copying when over the bound, and
+            passed to ``progress``).
+        progress: ``progress(bytes_copied, total)`` after each chunk.
+
+    Returns:
+        (staged file, sha256 hex digest, bytes copied).
+
+    Raises:
+        WeightsFileError: over ``MAX_WEIGHTS_BYTES`` (nothing is left in staging).
+    """
+    if total is not None:
+        _refuse_size(display_name, total)
+    staged = _new_staged_file("import-")
     digest, done = hashlib.sha256(), 0
     try:
-        with os.fdopen(handle, "wb") as target, open(source, "rb") as stream:
+        with open(staged, "wb") as target:
             for chunk in iter(lambda: stream.read(COPY_CHUNK_BYTES), b""):
+                done += len(chunk)
+                _refuse_size(display_name, done, complete=False)  # longer than said, or size unknown
                 target.write(chunk)
                 digest.update(chunk)
-                done += len(chunk)
                 if progress is not None:
                     progress(done, total)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
         raise
-    return Path(temp_name), digest.hexdigest(), done
+    return staged, digest.hexdigest(), done
 
 
 def _install_staged(staged: Path, backbone: str, sha256: str, size: int, source: str,
@@ -180,7 +215,7 @@ def import_file(backbone: str, source: str | os.PathLike, *,
         source: the file; its variant (top or no-top) and width are worked out from its layers.
         progress: ``progress(bytes_copied, bytes_total)`` while copying.
         source_label: what to record as the source (default: the file's absolute path).
-        display_name: how messages name the file (default its name; an upload's own name).
+        display_name: how messages name the file (default its name).
 
     Returns:
         The installed manifest entry (with ``path``).
@@ -191,9 +226,37 @@ def import_file(backbone: str, source: str | os.PathLike, *,
     source = Path(source).expanduser()
     if not source.is_file():
         raise WeightsFileError(f"{source} is not a file")
-    staged, sha256, size = _staged_copy(source, progress)
-    return _install_staged(staged, backbone, sha256, size, source_label or f"file {source.resolve()}",
-                           display_name or source.name)
+    with open(source, "rb") as stream:
+        return import_stream(backbone, stream, display_name=display_name or source.name,
+                             source_label=source_label or f"file {source.resolve()}",
+                             size=source.stat().st_size, progress=progress)
+
+
+def import_stream(backbone: str, stream: BinaryIO, *, display_name: str, source_label: str,
+                  size: int | None = None, progress: ProgressCallback | None = None) -> dict:
+    """Imports weights read from a binary file object (an upload) as ``backbone``'s ImageNet weights.
+
+    The stream is copied straight into the staging folder (no other temporary copy), refused
+    beyond ``MAX_WEIGHTS_BYTES`` whether or not ``size`` says so, then installed like
+    ``import_file``.
+
+    Args:
+        backbone: ``vgg16``, ``mobilenetv2`` or ``mobilenet``.
+        stream: read from where it stands to its end (e.g. a Streamlit ``UploadedFile``).
+        display_name: how messages name the file (an upload's own name).
+        source_label: what to record as the source, e.g. ``"upload NAME"``.
+        size: the stream's size in bytes when known (an oversized one is refused before copying).
+        progress: ``progress(bytes_copied, size)`` while copying.
+
+    Returns:
+        The installed manifest entry (with ``path``).
+
+    Raises:
+        WeightsFileError: a stream that is too large or not weights for this backbone
+            (nothing installed, nothing left in staging).
+    """
+    staged, sha256, copied = _staged_copy(stream, display_name, size, progress)
+    return _install_staged(staged, backbone, sha256, copied, source_label, display_name)
 
 
 def download(backbone: str, variant: str = catalogue.NO_TOP, *,
@@ -221,11 +284,7 @@ def download(backbone: str, variant: str = catalogue.NO_TOP, *,
     location = url or official.url
     remote = dataset_download.RemoteFile(url=location, file_name=official.file_name, md5=official.md5,
                                          size=official.size)
-    staging = weights_root() / STAGING_FOLDER
-    staging.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix="download-", suffix=".h5", dir=staging)
-    os.close(handle)
-    staged = Path(temp_name)
+    staged = _new_staged_file("download-")
     report = (lambda phase, done, total: progress(done, total)) if progress else None
     pinned = None if official.md5 else dataset_download.pinned_sha256(location)
     try:
