@@ -431,14 +431,7 @@ def refresh_all(runs_root=None) -> int:
         How many runs were newly marked FAILED.
     """
     marked = 0
-    root = paths.runs_dir(runs_root)
-    for entry in sorted(root.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        try:
-            current = runs.read_status(entry)
-        except (runs.RunError, OSError):
-            continue
+    for entry, current in runs.run_statuses(paths.runs_dir(runs_root)):
         if current.get("state") in ACTIVE_STATES and job_backends.run_backend(current) == job_backends.RAY:
             marked += status(entry).get("state") == runs.FAILED  # Ray knows of dead actors
             continue
@@ -574,12 +567,8 @@ def runs_ahead(run_dir, runs_root=None) -> list[str]:
     own = runs.read_status(run_dir)
     own_key = _queue_key(own, run_dir.name)
     ahead = []
-    for entry in root.iterdir():
-        if entry == run_dir or not entry.is_dir() or entry.name.startswith("."):
-            continue
-        try:
-            other = runs.read_status(entry)
-        except (runs.RunError, OSError):
+    for entry, other in runs.run_statuses(root):
+        if entry == run_dir:
             continue
         if other.get("state") != runs.QUEUED or _queue_key(other, entry.name) >= own_key:
             continue

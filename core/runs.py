@@ -29,7 +29,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from core import files, paths
 from core.files import json_default, write_json_atomic  # write_json_atomic: part of the run store API
@@ -396,6 +396,28 @@ def list_runs(runs_root: str | os.PathLike | None = None) -> list[RunSummary]:
     ]
     summaries.sort(key=lambda summary: (summary.created_at or "", summary.run_id), reverse=True)
     return summaries
+
+
+def run_statuses(root: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
+    """Each run folder directly in ``root`` with its ``status.json``, in name order.
+
+    Hidden folders (starting with ``.``: queue slots) and folders whose status cannot be read
+    are passed over; each status is read when the caller reaches its folder.
+
+    Args:
+        root: the runs root (callers pass ``paths.runs_dir(...)`` or a run's parent folder).
+
+    Yields:
+        ``(run folder, status dict)`` pairs.
+    """
+    for entry in sorted(Path(root).iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        try:
+            current = read_status(entry)
+        except (RunError, OSError):
+            continue
+        yield entry, current
 
 
 def delete_run(run_dir: str | os.PathLike, runs_root: str | os.PathLike | None = None) -> None:

@@ -176,3 +176,16 @@ def test_run_path_is_contained_in_the_runs_root(isolated_roots, tmp_path, monkey
     assert [summary.run_id for summary in runs.list_runs()] == [run_dir.name]  # the link is skipped
     runs.delete_run(run_dir.name)
     assert not run_dir.exists()
+
+
+def test_run_statuses_pass_over_hidden_and_unreadable_folders(isolated_roots):
+    root = isolated_roots["runs"]
+    first = runs.create_run(CONFIG)
+    second = runs.create_run(CONFIG)
+    (root / ".slots").mkdir()
+    (root / "half-written").mkdir()
+    (root / "half-written" / runs.STATUS_FILE).write_text("{half")
+    (root / "stray.txt").write_text("not a run")
+    found = list(runs.run_statuses(root))
+    assert [entry.name for entry, _ in found] == sorted([first.name, second.name])
+    assert all(status["state"] == runs.read_status(entry)["state"] for entry, status in found)

@@ -463,28 +463,17 @@ def _queue_key(status_dict: dict, run_id: str) -> tuple:
 
 
 def ray_runs_in_state(state: str, runs_root=None) -> list[tuple[str, dict]]:
-    """The Ray runs in one state under the runs root, from their run folders.
-
-    Folders starting with ``.`` and folders whose status cannot be read are passed over.
+    """The Ray runs in one state under the runs root, from their run folders (``runs.run_statuses``).
 
     Args:
         state: a run state, e.g. ``runs.QUEUED``.
         runs_root: the runs root (default ``paths.runs_dir()``).
 
     Returns:
-        ``(run_id, status)`` pairs, in no particular order.
+        ``(run_id, status)`` pairs, by run id.
     """
-    found = []
-    for entry in paths.runs_dir(runs_root).iterdir():
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        try:
-            current = runs.read_status(entry)
-        except (runs.RunError, OSError):
-            continue
-        if current.get("backend") == BACKEND_NAME and current.get("state") == state:
-            found.append((entry.name, current))
-    return found
+    return [(entry.name, current) for entry, current in runs.run_statuses(paths.runs_dir(runs_root))
+            if current.get("backend") == BACKEND_NAME and current.get("state") == state]
 
 
 def queued_runs(runs_root=None) -> list[str]:
