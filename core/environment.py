@@ -11,6 +11,32 @@ import sys
 NVIDIA_SMI_TIMEOUT_SECONDS = 5
 
 
+def positive_float_env(name: str, default: float | None, unit: str) -> float | None:
+    """A positive number from the environment variable ``name``, or ``default`` when it is unset.
+
+    Args:
+        name: the variable, e.g. ``TLLAB_HEARTBEAT_SECONDS``.
+        default: returned when the variable is unset or empty.
+        unit: what the number counts, for the error message (``"seconds"``, ``"CPUs"``).
+
+    Returns:
+        The value as a float, or ``default``.
+
+    Raises:
+        ValueError: for text that is not a number, or a number that is not above 0.
+    """
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(f"{name} must be a positive number of {unit}, received {text!r}")
+    return value
+
+
 def _nvidia_smi_gpus() -> list[dict]:
     """Lists GPUs with name and total memory through ``nvidia-smi``; empty when it is absent."""
     executable = shutil.which("nvidia-smi")

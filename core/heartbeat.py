@@ -1,17 +1,17 @@
 """The worker's heartbeat: a thread stamping ``status.json`` so watchers can tell it is alive.
 
 Shared by the job queue (``core.jobs``, which judges heartbeats) and the trainer (which beats
-while a run trains in the foreground); it depends only on ``core.runs``.
+while a run trains in the foreground); it depends only on ``core.runs`` and
+``core.environment``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import threading
 from pathlib import Path
 
-from core import runs
+from core import environment, runs
 
 HEARTBEAT_SECONDS_ENV = "TLLAB_HEARTBEAT_SECONDS"
 HEARTBEAT_TIMEOUT_ENV = "TLLAB_HEARTBEAT_TIMEOUT_SECONDS"
@@ -20,27 +20,14 @@ DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 30.0
 ACTIVE_STATES = (runs.QUEUED, runs.RUNNING)
 
 
-def _positive_float_env(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise ValueError(f"{name} must be a number of seconds, received {text!r}") from error
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, received {text!r}")
-    return value
-
-
 def heartbeat_seconds() -> float:
     """Seconds between heartbeats (``TLLAB_HEARTBEAT_SECONDS``, default 5)."""
-    return _positive_float_env(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS)
+    return environment.positive_float_env(HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS, "seconds")
 
 
 def heartbeat_timeout_seconds() -> float:
     """Heartbeat age after which a worker counts as dead (``TLLAB_HEARTBEAT_TIMEOUT_SECONDS``, 30)."""
-    return _positive_float_env(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS)
+    return environment.positive_float_env(HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_SECONDS, "seconds")
 
 
 def heartbeat_now() -> str:

@@ -245,3 +245,15 @@ def test_mark_ended_writes_once_under_the_lock_and_logs_why(isolated_roots):
     assert jobs.mark_ended(run_dir, runs.CANCELLED, "too late") is None  # no longer active
     log = (run_dir / runs.LOG_FILE).read_text()
     assert "ERROR marked failed: worker gone" in log and "too late" not in log and "moved on" not in log
+
+
+def test_heartbeat_settings_must_be_positive_numbers_of_seconds(monkeypatch):
+    monkeypatch.setenv(jobs.HEARTBEAT_SECONDS_ENV, "0.5")
+    assert jobs.heartbeat_seconds() == 0.5
+    for text in ("soon", "0", "-1", "nan"):
+        monkeypatch.setenv(jobs.HEARTBEAT_TIMEOUT_ENV, text)
+        with pytest.raises(ValueError, match=rf"TLLAB_HEARTBEAT_TIMEOUT_SECONDS must be a positive number "
+                                             rf"of seconds, received '{text}'"):
+            jobs.heartbeat_timeout_seconds()
+    monkeypatch.delenv(jobs.HEARTBEAT_TIMEOUT_ENV)
+    assert jobs.heartbeat_timeout_seconds() == 30.0

@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from core import jobs, paths, runs
+from core import environment, jobs, paths, runs
 from core.files import write_json_atomic
 from core.processes import pid_alive, process_start_ticks
 
@@ -185,16 +185,7 @@ def connect(address: str | None = None):
 
 def job_cpus_override() -> float | None:
     """``TLLAB_RAY_JOB_CPUS`` as a positive number, or None when unset."""
-    text = os.environ.get(JOB_CPUS_ENV)
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError as error:
-        raise ValueError(f"{JOB_CPUS_ENV} must be a positive number of CPUs, received {text!r}") from error
-    if value <= 0:
-        raise ValueError(f"{JOB_CPUS_ENV} must be a positive number of CPUs, received {text!r}")
-    return value
+    return environment.positive_float_env(JOB_CPUS_ENV, None, "CPUs")
 
 
 def job_resources(node_resources: list[dict], job_cpus: float | None = None) -> dict:
