@@ -3,8 +3,10 @@
 SYNTHETIC DATA. The images are drawn, not photographed: the 43 GTSRB class ids and names, each
 with its shape and colours (red ring, white disc with grey stripes, red-bordered triangle, blue
 disc, octagon, diamond), numerals for the speed limits, arrows and rough pictograms. Every image
-then gets a random perspective, scale, rotation and position, a random background (sky,
-foliage, street), lighting, blur and noise.
+is framed like a GTSRB crop (the sign fills ~65-95 % of the frame) and domain-randomised:
+perspective, scale and rotation, a street-like background (sky, foliage, facades, night, poles),
+faded paint and colour casts, dark or washed-out exposures and low contrast, shadows, partial
+occlusion, motion or defocus blur, noise and JPEG artefacts.
 
 It is the app's embedded default on a machine without real data, and a source domain for
 offline transfer experiments (synthetic → GTSRB). It is much easier than GTSRB; never report
