@@ -10,8 +10,10 @@ class; a second network with the same architecture, data and epochs starts from 
 * ``--source gtsrb-half``: source = real GTSRB classes 0-20; target = GTSRB classes 21-42
   (relabelled 0-21), so source and target share no class.
 
-The transfer arm copies the first ``n`` weighted layers (default: every convolution, i.e. the
-source's feature extractor; the dense head starts random) and fine-tunes them (the paper's AnB+):
+The transfer arm copies the first ``n`` weighted layers (default for ``gtsrb-half``: every
+convolution, i.e. the source's feature extractor, the dense head starting random; for
+``synthetic-signs``, whose source has the target's 43 classes, every hidden layer: the
+convolutions and the hidden dense layers, only the classifier starting random) and fine-tunes them (the paper's AnB+):
 for the first third of the epochs the copied layers stay frozen while the new head learns, then
 everything trains at 0.3x the learning rate. ``--freeze`` keeps them frozen throughout (AnB). The source run is reused when a finished, good-enough one exists, else trained first.
 
@@ -90,6 +92,26 @@ def target_classes(source: str) -> list[int] | None:
     return None if source == "synthetic-signs" else list(GTSRB_HALF_TARGET_CLASSES)
 
 
+def default_transfer_layers(source: str, source_run) -> int | None:
+    """n copied by default: every hidden layer (all but the classifier) for ``synthetic-signs``,
+    whose source learnt the target's own 43 classes; None (every convolution) otherwise or when
+    the source run's config cannot be read.
+
+    Measured (k = 10, GTSRB val): copying the hidden dense layer as well raised transfer from
+    83.7 % to 88.6 % (scratch 70.8 %).
+    """
+    if source != "synthetic-signs":
+        return None
+    try:
+        config = runs.read_config(source_run)
+    except (OSError, ValueError):
+        return None
+    convolutions, dense = config.get("conv_filters"), config.get("dense_units")
+    if not isinstance(convolutions, list) or not isinstance(dense, list):
+        return None
+    return len(convolutions) + len(dense)
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, received {source!r}")
@@ -131,7 +153,7 @@ def target_configs(source: str, labels_per_class: int, source_run: str | Path, *
         source_run: the source run folder (its architecture and preprocessing are used by both
             arms; only the transfer arm copies its weights).
         epochs: epochs of each arm.
-        transfer_layers: n, weighted layers copied (None = every convolution).
+        transfer_layers: n, weighted layers copied (None = ``default_transfer_layers``).
         freeze: keep the copied layers frozen (AnB) instead of fine-tuning them (AnB+).
         seed: seed of the k-shot sample and of training.
         experiment_id: groups the two runs (default: a new id).
@@ -148,6 +170,8 @@ def target_configs(source: str, labels_per_class: int, source_run: str | Path, *
               "valid_size": TARGET_MAX_VAL_IMAGES if target_classes(source) is None else None,
               "experiment": FEW_SHOT,
               "experiment_id": experiment_id, "source": source}
+    if transfer_layers is None:
+        transfer_layers = default_transfer_layers(source, source_run)
     scratch = {**common, "strategy": "scratch", "role": "scratch"}
     transfer = {**common, "strategy": "feature-extraction" if freeze else "fine-tune",
                 "role": "transfer", "transfer_layers": transfer_layers}
@@ -498,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="epochs of the source run when one must be trained")
     few_shot.add_argument("--transfer-layers", type=int,
                           help="n: weighted (conv/dense) layers copied from the source "
-                               "(default: every convolution)")
+                               "(default: every hidden layer for synthetic-signs, every "
+                               "convolution for gtsrb-half)")
     few_shot.add_argument("--freeze", action="store_true",
                           help="keep copied layers frozen (AnB) instead of fine-tuning (AnB+)")
     few_shot.add_argument("--seed", type=int, default=0)

@@ -88,7 +88,7 @@ def test_sweep_configs_pair_scratch_with_transfer_for_every_size():
 def test_cli_rejects_bad_arguments_with_usage_status():
     completed = subprocess.run(
         [sys.executable, "-m", "core.experiments", "few-shot", "--source", "gtsrb-half",
-         "--labels-per-class", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+         "--labels-per-class", "-1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == experiments.EXIT_USAGE
     assert "labels_per_class must be a positive int" in completed.stderr
     completed = subprocess.run(
@@ -223,3 +223,17 @@ def test_synthetic_only_scores_the_source_on_real_gtsrb(tiny_gtsrb, isolated_roo
     assert [row["run_id"] for row in rows] == [source_dir.name]
     assert rows[0]["real_val_accuracy"] == scores["real_val_accuracy"]
     assert rows[0]["real_test_accuracy"] is None  # the tiny install has no test images
+
+
+def test_synthetic_transfer_copies_every_hidden_layer_by_default(tmp_path):
+    from core.training import lenet_transfer_family
+
+    source = lenet_transfer_family.resolve_config(experiments.source_config("synthetic-signs", epochs=1))
+    source_dir = _fake_run(source)
+    hidden = len(source["conv_filters"]) + len(source["dense_units"])
+    assert experiments.default_transfer_layers("synthetic-signs", source_dir) == hidden
+    assert experiments.target_configs("synthetic-signs", 10, source_dir)[1]["transfer_layers"] == hidden
+    assert experiments.target_configs("synthetic-signs", 10, source_dir, transfer_layers=2)[1][
+        "transfer_layers"] == 2
+    assert experiments.default_transfer_layers("gtsrb-half", source_dir) is None
+    assert experiments.default_transfer_layers("synthetic-signs", tmp_path / "missing") is None
