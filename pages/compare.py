@@ -1,8 +1,9 @@
 """Compare runs page: curves side by side, a per-run table, the strategy quadrant, data efficiency."""
 
+import pandas as pd
 import streamlit as st
 
-from core import runs
+from core import experiments, runs
 from core.charts import compare as charts
 from ui import common
 from ui import transfer as transfer_ui
@@ -78,3 +79,43 @@ else:
     st.info("No sweep yet: the **Sweep** button on the Transfer learning page (or several "
             "few-shot experiments with different k) trains scratch and transfer at several sizes; "
             "their accuracy against training images appears here.", icon=":material/info:")
+
+st.subheader("Synthetic → real")
+st.markdown(
+    "Drawn signs as the source for real GTSRB: **few-shot** trains a scratch and a transfer "
+    "network on the same k real labels per class (the gain is transfer's advantage); "
+    "**synthetic-only** trains on drawn signs alone (0 real labels) and scores on real images. "
+    "Command line: `python -m core.experiments few-shot --source synthetic-signs "
+    "--labels-per-class 10` (or `0` for synthetic-only)."
+)
+few_shot_rows = [row for row in experiments.few_shot_results(usable)
+                 if row["source"] == "synthetic-signs"]
+synthetic_rows = experiments.synthetic_only_results(usable)
+if few_shot_rows:
+    table = pd.DataFrame(few_shot_rows)[["labels_per_class", "strategy", "scratch_accuracy",
+                                         "transfer_accuracy", "gain_points", "split",
+                                         "experiment_id"]]
+    for column in ("scratch_accuracy", "transfer_accuracy"):
+        table[column] = table[column].map(lambda value: None if value is None else 100.0 * value)
+    st.dataframe(table, key="compare_synthetic_few_shot", hide_index=True, column_config={
+        "labels_per_class": st.column_config.NumberColumn("real labels per class"),
+        "scratch_accuracy": st.column_config.NumberColumn("scratch %", format="%.1f"),
+        "transfer_accuracy": st.column_config.NumberColumn("transfer %", format="%.1f"),
+        "gain_points": st.column_config.NumberColumn("gain (points)", format="%+.1f"),
+    })
+if synthetic_rows:
+    table = pd.DataFrame(synthetic_rows)[["run_id", "real_test_accuracy", "real_test_images",
+                                         "real_val_accuracy", "real_val_images",
+                                         "synthetic_val_accuracy"]]
+    for column in ("real_test_accuracy", "real_val_accuracy", "synthetic_val_accuracy"):
+        table[column] = table[column].map(lambda value: None if value is None else 100.0 * value)
+    st.dataframe(table, key="compare_synthetic_only", hide_index=True, column_config={
+        "real_test_accuracy": st.column_config.NumberColumn("real test % (0 real labels)", format="%.1f"),
+        "real_test_images": st.column_config.NumberColumn("test images"),
+        "real_val_accuracy": st.column_config.NumberColumn("real val % (0 real labels)", format="%.1f"),
+        "real_val_images": st.column_config.NumberColumn("val images"),
+        "synthetic_val_accuracy": st.column_config.NumberColumn("drawn val %", format="%.1f"),
+    })
+if not few_shot_rows and not synthetic_rows:
+    st.info("No synthetic → real experiment yet: run the few-shot experiment with the synthetic "
+            "source on the Transfer learning page, or the command above.", icon=":material/info:")

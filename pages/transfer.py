@@ -242,7 +242,8 @@ with few_left:
 with few_right:
     freeze = st.toggle("Freeze the copied layers (AnB) instead of fine-tuning them (AnB+)",
                        value=False, key="transfer_fewshot_freeze")
-    layers = int(st.number_input("Copy the first n weighted layers (0 = every convolution)",
+    layers = int(st.number_input("Copy the first n weighted layers (0 = the default: every hidden "
+                                 "layer from synthetic signs, every convolution from GTSRB half)",
                                  min_value=0, max_value=10, value=0, key="transfer_fewshot_layers"))
     reuse = experiments.find_source_run(source, include_active=True)
     st.caption(f"Source run: **{reuse.name}** (reused)" if reuse else

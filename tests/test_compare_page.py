@@ -193,3 +193,34 @@ def test_compare_page_places_runs_by_a_measured_score_from_the_cache():
     app.radio(key="compare_quadrant_metric").set_value("leep").run()
     measure = [button for button in app.button if button.key == "compare_quadrant_measure"]
     assert measure and measure[0].label.startswith("Measure 1 source/dataset pair(s) (LEEP")
+
+
+def test_compare_page_shows_synthetic_to_real_figures():
+    common = {"model": "lenet5-transfer", "dataset": "gtsrb", "experiment": "few-shot",
+              "experiment_id": "few-shot-synthetic-signs-k10-abc", "source": "synthetic-signs",
+              "labels_per_class": 10}
+    write_fixture_run({**common, "strategy": "scratch", "role": "scratch"}, [0.6, 0.7],
+                      results={"test_accuracy": 0.70})
+    write_fixture_run({**common, "strategy": "fine-tune", "role": "transfer"}, [0.8, 0.85],
+                      results={"test_accuracy": 0.86})
+    source = write_fixture_run({"model": "lenet5-transfer", "dataset": "synthetic-signs",
+                                "strategy": "scratch", "experiment": "few-shot", "role": "source"},
+                               [0.9, 0.97], results={"real_test_accuracy": 0.655, "real_test_images": 200,
+                                                     "real_val_accuracy": 0.62, "real_val_images": 4290})
+    app = run_page("pages/compare.py")
+    assert not app.exception, app.exception
+    tables = [frame.value for frame in app.dataframe]
+    few_shot = next(value for value in tables if "gain_points" in value.columns)
+    assert few_shot["gain_points"].iloc[0] == pytest.approx(16.0)
+    assert few_shot["transfer_accuracy"].iloc[0] == pytest.approx(86.0)
+    synthetic = next(value for value in tables if "real_test_accuracy" in value.columns)
+    assert synthetic["run_id"].tolist() == [source.name]
+    assert synthetic["real_test_accuracy"].iloc[0] == pytest.approx(65.5)
+    assert synthetic["real_val_images"].iloc[0] == 4290
+
+
+def test_compare_page_says_how_to_get_synthetic_to_real_figures():
+    write_scratch_and_transfer()
+    app = run_page("pages/compare.py")
+    assert not app.exception, app.exception
+    assert any("No synthetic → real experiment yet" in info.value for info in app.info)

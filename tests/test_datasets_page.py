@@ -34,7 +34,7 @@ def test_page_shows_data_root_status_and_synthetic_default(isolated_roots):
     assert app_test.radio(key="datasets_selected").value == "synthetic-signs"
     assert any("SYNTHETIC" in warning.value for warning in app_test.warning)
     metrics = {metric.label: metric.value for metric in app_test.metric}
-    assert metrics["train images"] == "8,600" and metrics["Classes"] == "43"
+    assert metrics["train images"] == "25,800" and metrics["Classes"] == "43"
     assert len(app_test.get("plotly_chart")) == 2 and len(app_test.get("image")) >= 4
 
 

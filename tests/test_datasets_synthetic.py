@@ -47,3 +47,27 @@ def test_load_is_labelled_synthetic_and_cached(isolated_roots):
     assert len(subset) == 30 and subset.class_names == ["Speed limit (30km/h)"]
     big, _, _ = synthetic_signs.generate([1], 2, "test", 48)
     assert big.shape == (2, 48, 48, 3)
+
+
+def test_version_two_rekeys_the_cache_and_looks_like_gtsrb():
+    assert synthetic_signs.GENERATOR_VERSION >= 2
+    key = cache.cache_key(dataset="synthetic-signs", generator=synthetic_signs.GENERATOR_VERSION,
+                          seed=synthetic_signs.GENERATOR_SEED, split="val", image_size=32,
+                          count_per_class=30)
+    old = cache.cache_key(dataset="synthetic-signs", generator=1, seed=synthetic_signs.GENERATOR_SEED,
+                          split="val", image_size=32, count_per_class=30)
+    assert key != old
+    images, _, _ = synthetic_signs.generate(range(signs.NUM_CLASSES), 3, "train", 32)
+    brightness = images.reshape(len(images), -1).mean(axis=1)
+    # GTSRB's crops are often dark (its mean is about 84 of 255) and vary a lot in exposure.
+    assert 40 < brightness.mean() < 130 and brightness.std() > 15
+    # The sign fills most of the frame (GTSRB keeps a ~10 % border): the centre differs from
+    # the border ring far more than two border strips differ from each other.
+    centre = images[:, 10:22, 10:22].astype(float).mean(axis=(1, 2, 3))
+    border = images[:, :2].astype(float).mean(axis=(1, 2, 3))
+    assert np.abs(centre - border).mean() > 5
+
+
+def test_generation_is_fast_enough_for_the_app():
+    seconds = synthetic_signs.timed_generation(count_per_class=5)
+    assert seconds < 10  # 43 x 5 images; the default train split (43 x 600) takes ~20 s on one core

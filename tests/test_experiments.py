@@ -88,7 +88,7 @@ def test_sweep_configs_pair_scratch_with_transfer_for_every_size():
 def test_cli_rejects_bad_arguments_with_usage_status():
     completed = subprocess.run(
         [sys.executable, "-m", "core.experiments", "few-shot", "--source", "gtsrb-half",
-         "--labels-per-class", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+         "--labels-per-class", "-1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == experiments.EXIT_USAGE
     assert "labels_per_class must be a positive int" in completed.stderr
     completed = subprocess.run(
@@ -189,3 +189,51 @@ def test_sweep_cli_queues_scratch_and_transfer_twins_under_one_budget(isolated_r
 
         for summary in runs.list_runs(isolated_roots["runs"]):
             jobs.cancel(summary.run_id, isolated_roots["runs"])
+
+
+def test_synthetic_only_needs_the_synthetic_source():
+    completed = subprocess.run(
+        [sys.executable, "-m", "core.experiments", "few-shot", "--source", "gtsrb-half",
+         "--labels-per-class", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "synthetic-signs" in completed.stderr
+
+
+def test_synthetic_only_scores_the_source_on_real_gtsrb(tiny_gtsrb, isolated_roots, tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    from core.models import lenet
+    from core.training import lenet_transfer_family
+
+    # The source lives in another runs root than $TLLAB_RUNS_DIR (as with --runs-dir).
+    other_root = tmp_path / "other-runs"
+    monkeypatch.setenv("TLLAB_RUNS_DIR", str(other_root))
+    source = lenet_transfer_family.resolve_config(experiments.source_config("synthetic-signs", epochs=1))
+    source_dir = _fake_run(source, val_accuracy=0.95, with_model=False)
+    lenet.build_lenet(43, (32, 32, 1), conv_filters=(4, 8), dense_units=(16,)).save(
+        source_dir / runs.MODEL_FILE)
+    monkeypatch.setenv("TLLAB_RUNS_DIR", str(isolated_roots["runs"]))
+    found, scores = experiments.run_synthetic_only(other_root, log=lambda text: None)
+    assert found == source_dir
+    assert 0.0 <= scores["real_val_accuracy"] <= 1.0 and scores["real_val_images"] > 0
+    assert runs.read_results(source_dir)["real_val_accuracy"] == scores["real_val_accuracy"]
+    # While the experiment runs, the family resolves source_run against its runs root.
+    with experiments._runs_root_environment(other_root):
+        scratch, _ = experiments.target_configs("synthetic-signs", 10, source_dir)
+        assert lenet_transfer_family.resolve_config(scratch)["source_run"] == str(source_dir)
+    rows = experiments.synthetic_only_results(runs.list_runs(other_root))
+    assert [row["run_id"] for row in rows] == [source_dir.name]
+    assert rows[0]["real_val_accuracy"] == scores["real_val_accuracy"]
+    assert rows[0]["real_test_accuracy"] is None  # the tiny install has no test images
+
+
+def test_synthetic_transfer_copies_every_hidden_layer_by_default(tmp_path):
+    from core.training import lenet_transfer_family
+
+    source = lenet_transfer_family.resolve_config(experiments.source_config("synthetic-signs", epochs=1))
+    source_dir = _fake_run(source)
+    hidden = len(source["conv_filters"]) + len(source["dense_units"])
+    assert experiments.default_transfer_layers("synthetic-signs", source_dir) == hidden
+    assert experiments.target_configs("synthetic-signs", 10, source_dir)[1]["transfer_layers"] == hidden
+    assert experiments.target_configs("synthetic-signs", 10, source_dir, transfer_layers=2)[1][
+        "transfer_layers"] == 2
+    assert experiments.default_transfer_layers("gtsrb-half", source_dir) is None
+    assert experiments.default_transfer_layers("synthetic-signs", tmp_path / "missing") is None

@@ -27,7 +27,7 @@ WAIT_SECONDS = 120
 
 @pytest.fixture(scope="session")
 def synthetic_data_root(tmp_path_factory) -> Path:
-    """A data root holding the synthetic-signs cache, generated once per session (about 8 s)."""
+    """A data root holding the synthetic-signs cache, generated once per session (about 20 s)."""
     root = tmp_path_factory.getbasetemp() / "shared-synthetic-data"
     marker = root / ".generated"
     if not marker.exists():

@@ -3,8 +3,10 @@
 SYNTHETIC DATA. The images are drawn, not photographed: the 43 GTSRB class ids and names, each
 with its shape and colours (red ring, white disc with grey stripes, red-bordered triangle, blue
 disc, octagon, diamond), numerals for the speed limits, arrows and rough pictograms. Every image
-then gets a random perspective, scale, rotation and position, a random background (sky,
-foliage, street), lighting, blur and noise.
+is framed like a GTSRB crop (the sign fills ~65-95 % of the frame) and domain-randomised:
+perspective, scale and rotation, a street-like background (sky, foliage, facades, night, poles),
+faded paint and colour casts, dark or washed-out exposures and low contrast, shadows, partial
+occlusion, motion or defocus blur, noise and JPEG artefacts.
 
 It is the app's embedded default on a machine without real data, and a source domain for
 offline transfer experiments (synthetic → GTSRB). It is much easier than GTSRB; never report
@@ -25,11 +27,11 @@ import numpy as np
 
 from core.datasets import base, cache, signs
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: GTSRB-like framing and domain randomisation
 GENERATOR_SEED = 20110731  # the GTSRB paper's IJCNN 2011 conference date
 NATURAL_IMAGE_SIZE = 32
 MIN_RENDER_SIZE = 64  # drawn at least this large, then shrunk with area averaging
-IMAGES_PER_CLASS = {"train": 200, "val": 30, "test": 30}
+IMAGES_PER_CLASS = {"train": 600, "val": 30, "test": 30}
 SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
 SHIFT_BITS = 4  # OpenCV sub-pixel drawing precision
 SHIFT = 1 << SHIFT_BITS
@@ -128,8 +130,9 @@ def _curve(points, samples=12):
 # --- sign bodies -------------------------------------------------------------------------------
 
 def _red_ring(painter):
-    painter.disc(0.5, 0.5, 0.48, RED, mask=True)
-    painter.disc(0.5, 0.5, 0.375, WHITE)
+    painter.disc(0.5, 0.5, 0.49, WHITE, mask=True)  # the white rim real signs have
+    painter.disc(0.5, 0.5, 0.465, RED)
+    painter.disc(0.5, 0.5, 0.36, WHITE)
 
 
 def _end_disc(painter):
@@ -150,7 +153,9 @@ def _triangle(painter, inverted=False):
     else:
         outer = [(0.5, 0.05), (0.97, 0.9), (0.03, 0.9)]
         inner = [(0.5, 0.26), (0.8, 0.8), (0.2, 0.8)]
-    painter.polygon(outer, RED, mask=True)
+    painter.polygon(outer, WHITE, mask=True)  # the white rim real signs have
+    middle = [(0.5 + (x - 0.5) * 0.93, 0.5 + (y - 0.5) * 0.93) for x, y in outer]
+    painter.polygon(middle, RED)
     painter.polygon(inner, WHITE)
 
 
@@ -342,62 +347,98 @@ def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 # --- scenes ------------------------------------------------------------------------------------
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random outdoor-ish background: sky, foliage or street, with low-frequency texture."""
-    kind = rng.integers(0, 4)
+    """A random street-like background: sky, foliage, buildings or night, with texture.
+
+    Real GTSRB crops are mostly dull: grey sky, dark foliage, facades, often underexposed.
+    """
+    kind = rng.integers(0, 5)
     palettes = (
-        ((120, 160, 210), (190, 210, 235)),  # sky
-        ((40, 80, 35), (110, 140, 70)),  # foliage
-        ((90, 90, 95), (170, 165, 160)),  # street/buildings
-        ((150, 120, 90), (200, 190, 170)),  # walls/dusk
+        ((150, 160, 175), (225, 230, 235)),  # overcast or bright sky
+        ((25, 35, 20), (95, 110, 70)),  # foliage
+        ((55, 55, 60), (150, 145, 140)),  # street/buildings
+        ((110, 95, 80), (185, 175, 160)),  # walls/dusk
+        ((10, 10, 14), (60, 60, 66)),  # night, underexposed
     )
     low, high = (np.array(value, dtype=np.float32) for value in palettes[kind])
     grid = rng.random((5, 5, 1)).astype(np.float32)
     texture = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)[..., np.newaxis]
-    fine = cv2.resize(rng.random((12, 12)).astype(np.float32), (size, size),
+    fine = cv2.resize(rng.random((16, 16)).astype(np.float32), (size, size),
                       interpolation=cv2.INTER_LINEAR)[..., np.newaxis]
-    mix = np.clip(0.75 * texture + 0.25 * fine, 0, 1)
+    mix = np.clip(0.65 * texture + 0.35 * fine, 0, 1)
     background = low + (high - low) * mix
-    tint = rng.normal(0, 12, 3).astype(np.float32)
-    background += tint
-    if rng.random() < 0.5:  # a pole or building edge
-        x0 = int(rng.uniform(0.3, 0.7) * size)
-        width = max(1, int(rng.uniform(0.04, 0.1) * size))
-        shade = rng.uniform(60, 160)
-        background[:, x0:x0 + width] = shade
+    background += rng.normal(0, 8, 3).astype(np.float32)
+    for _ in range(rng.integers(0, 3)):  # poles, building edges, windows, other signs
+        shade = rng.uniform(20, 220)
+        if rng.random() < 0.6:
+            x0 = int(rng.uniform(0.0, 0.9) * size)
+            width = max(1, int(rng.uniform(0.03, 0.12) * size))
+            background[:, x0:x0 + width] = shade
+        else:
+            x0, y0 = (rng.uniform(-0.2, 0.9, 2) * size).astype(int)
+            w, h = (rng.uniform(0.1, 0.5, 2) * size).astype(int)
+            background[max(y0, 0):y0 + h, max(x0, 0):x0 + w] = shade + rng.normal(0, 20, 3)
     return background
 
 
 def _render(class_id: int, rng: np.random.Generator, size: int, template, mask) -> np.ndarray:
-    """One scene at size x size: warped sign on a background, lit, blurred and noisy."""
+    """One scene at size x size: warped sign on a background, lit, blurred, noisy, compressed.
+
+    Domain randomisation after GTSRB's crops: the sign fills ~65-95 % of the frame (GTSRB's
+    crops keep a ~10 % border), perspective, faded paint and colour casts, dark exposures, low
+    contrast, shadows, partial occlusion, motion or defocus blur, sensor noise and JPEG.
+    """
     background = _background(rng, size)
     template_size = template.shape[0]
-    scale = rng.uniform(0.55, 0.92) * size
-    angle = math.radians(rng.normal(0, 5))
-    center = np.array([size / 2, size / 2]) + rng.uniform(-1, 1, 2) * (size - scale) * 0.4
+    scale = rng.uniform(0.65, 0.95) * size
+    angle = math.radians(rng.normal(0, 4))
+    center = np.array([size / 2, size / 2]) + rng.normal(0, 0.04, 2) * size
     corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]], dtype=np.float64)
-    corners = corners + rng.uniform(-0.07, 0.07, corners.shape)  # perspective
+    corners = corners + rng.uniform(-0.06, 0.06, corners.shape)  # perspective
+    if rng.random() < 0.3:  # seen from the side: narrower
+        corners[:, 0] *= rng.uniform(0.75, 0.95)
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     destination = (corners @ rotation.T) * scale + center
     source = np.array([[0, 0], [template_size, 0], [template_size, template_size], [0, template_size]],
                       dtype=np.float32)
     homography = cv2.getPerspectiveTransform(source, destination.astype(np.float32))
     sign = cv2.warpPerspective(template, homography, (size, size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT)
+                               borderMode=cv2.BORDER_CONSTANT).astype(np.float32)
     alpha = cv2.warpPerspective(mask, homography, (size, size), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT).astype(np.float32)[..., np.newaxis] / 255.0
-    colour = rng.uniform(0.82, 1.08, 3).astype(np.float32)  # paint fading, white balance
-    scene = background * (1 - alpha) + sign.astype(np.float32) * colour * alpha
-    # Lighting: brightness, contrast, and a soft shadow/highlight gradient.
-    brightness = float(np.clip(np.exp(rng.normal(0, 0.35)), 0.3, 1.7))
-    contrast = rng.uniform(0.7, 1.15)
-    gradient = np.linspace(rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), size, dtype=np.float32)
-    gradient = gradient[np.newaxis, :, np.newaxis] if rng.random() < 0.5 else gradient[:, np.newaxis, np.newaxis]
+    # Faded paint (towards grey) and a colour cast.
+    fade = rng.uniform(0.0, 0.45)
+    sign = sign * (1 - fade) + sign.mean(axis=2, keepdims=True) * fade * rng.uniform(0.8, 1.0)
+    sign = sign * rng.uniform(0.75, 1.0) * rng.uniform(0.88, 1.08, 3).astype(np.float32)
+    scene = background * (1 - alpha) + sign * alpha
+    if rng.random() < 0.2:  # partial occlusion: a branch, a pole or another sign's edge
+        occluder = np.full(3, rng.uniform(10, 140), dtype=np.float32) + rng.normal(0, 10, 3).astype(np.float32)
+        edge = rng.integers(0, 4)
+        depth = int(rng.uniform(0.08, 0.25) * size)
+        if edge == 0:
+            scene[:depth] = occluder
+        elif edge == 1:
+            scene[-depth:] = occluder
+        elif edge == 2:
+            scene[:, :depth] = occluder
+        else:
+            scene[:, -depth:] = occluder
+    # Lighting: exposure (often dark, as at dusk), contrast, and a soft shadow gradient.
+    exposure = float(np.clip(np.exp(rng.normal(-0.3, 0.55)), 0.12, 1.6))
+    contrast = rng.uniform(0.45, 1.05)
+    ramp = np.linspace(rng.uniform(0.6, 1.2), rng.uniform(0.6, 1.2), size, dtype=np.float32)
+    ramp = ramp[np.newaxis, :, np.newaxis] if rng.random() < 0.5 else ramp[:, np.newaxis, np.newaxis]
     mean = scene.mean()
-    scene = ((scene - mean) * contrast + mean) * brightness * gradient
+    scene = ((scene - mean) * contrast + mean) * exposure * ramp
+    if rng.random() < 0.25:  # a hard shadow across part of the sign
+        normal = rng.normal(0, 1, 2)
+        coords = (np.arange(size, dtype=np.float32) - size / 2) / size
+        side = normal[0] * coords[np.newaxis, :] + normal[1] * coords[:, np.newaxis] > rng.uniform(-0.2, 0.2)
+        scene[side] *= rng.uniform(0.35, 0.7)
+    scene += rng.uniform(0, 25)  # haze / flare lifts the blacks
     # Blur: defocus or motion.
-    sigma = rng.uniform(0.0, 1.3) * size / MIN_RENDER_SIZE
-    if rng.random() < 0.2:
-        length = max(3, int(rng.uniform(0.03, 0.08) * size) | 1)
+    sigma = rng.uniform(0.2, 1.7) * size / MIN_RENDER_SIZE
+    if rng.random() < 0.3:
+        length = max(3, int(rng.uniform(0.04, 0.12) * size) | 1)
         kernel = np.zeros((length, length), dtype=np.float32)
         kernel[length // 2, :] = 1.0 / length
         rotation_matrix = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1)
@@ -406,8 +447,17 @@ def _render(class_id: int, rng: np.random.Generator, size: int, template, mask) 
         scene = cv2.filter2D(scene, -1, kernel)
     elif sigma > 0.3:
         scene = cv2.GaussianBlur(scene, (0, 0), sigma)
-    scene += rng.normal(0, rng.uniform(0, 9), scene.shape).astype(np.float32)
+    scene += rng.normal(0, rng.uniform(1, 8), scene.shape).astype(np.float32)
     return np.clip(scene, 0, 255).astype(np.uint8)
+
+
+def _finish(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """At output size: JPEG artefacts on some images (as from a video camera)."""
+    if rng.random() < 0.5:
+        ok, encoded = cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
+        if ok:
+            scene = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return scene
 
 
 def generate(class_ids, count_per_class: int, split: str = "train", image_size: int = NATURAL_IMAGE_SIZE,
@@ -444,6 +494,7 @@ def generate(class_ids, count_per_class: int, split: str = "train", image_size: 
             scene = _render(class_id, rng, render_size, template, mask)
             if render_size != image_size:
                 scene = cv2.resize(scene, (image_size, image_size), interpolation=cv2.INTER_AREA)
+            scene = _finish(scene, rng)
             images[position] = scene
             labels[position] = class_id
             file_names.append(f"synthetic_{split}_c{class_id:02d}_i{index:04d}")
@@ -452,7 +503,7 @@ def generate(class_ids, count_per_class: int, split: str = "train", image_size: 
 
 
 def default_count(split: str) -> int:
-    """Images per class in a split by default (train 200, val 30, test 30)."""
+    """Images per class in a split by default (train 600, val 30, test 30)."""
     return IMAGES_PER_CLASS[split]
 
 
