@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import availability, serving
+from core import availability, results, runs, serving
 from ui import cluster, common
 
 common.page_header(
@@ -25,6 +25,15 @@ st.markdown(
 6. **Classify images**: upload a photo or use the webcam.
 """
 )
+
+st.subheader("GTSRB results of the LeNet presets")
+st.caption(
+    "Measured from the completed GTSRB runs in this app's runs folder that use a preset's own "
+    "settings (only the seed may differ); the test figures are on the test split installed here "
+    "(the official 12,630 images, or the 200-image sample). Run a command to add or refresh a row; "
+    "the published anchors are on the official test set."
+)
+st.dataframe(results.preset_rows(runs.list_runs()), hide_index=True, key="home_results_table")
 
 st.subheader("This machine")
 report = common.environment_report()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from core import jobs, runs
+from core import jobs, results, runs
+from core.charts import training as training_charts
 from core.datasets import registry
 from core.models import lenet
 from ui import common, report
@@ -15,6 +17,7 @@ KEY = "train_lenet"
 RUN_KEY = f"{KEY}_run_id"
 PRESET_KEY = f"{KEY}_preset"
 REFERENCE_NAME = "study: seed LeNet on GTSRB (val)"
+SPREAD_TTL_SECONDS = 10
 INTRO = (
     "The study's first experiment: LeNet-5 trained from scratch on German traffic signs. "
     "Pick a preset, adjust what you like and start a job. Training runs in a background worker "
@@ -193,7 +196,7 @@ def render_run(run_id: str, status: dict) -> None:
     if status["state"] in jobs.ACTIVE_STATES:
         st.subheader("Training in progress")
         training_ui.live_run(run_id, key=f"{KEY}_live", reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
-                             reference_name=REFERENCE_NAME)
+                             reference_name=REFERENCE_NAME, reference_band=seed_spread())
         return
     st.subheader("Results")
     on_gtsrb = runs.read_config(runs.run_path(run_id)).get("dataset") == "gtsrb"
@@ -203,10 +206,38 @@ def render_run(run_id: str, status: dict) -> None:
     training_ui.run_results(run_id, key=f"{KEY}_results",
                             reference_val_accuracy=lenet.REFERENCE_VAL_ACCURACY,
                             reference_name=REFERENCE_NAME,
-                            reference_test_accuracy=lenet.STUDY_TEST_ACCURACY if on_gtsrb else None)
+                            reference_test_accuracy=lenet.STUDY_TEST_ACCURACY if on_gtsrb else None,
+                            reference_band=seed_spread() if on_gtsrb else None)
     if st.button("Train another model", key=f"{KEY}_new", icon=":material/add:"):
         st.session_state[RUN_KEY] = None
         st.rerun()
+
+
+@st.cache_data(ttl=SPREAD_TTL_SECONDS, show_spinner=False)
+def seed_spread() -> results.SeedSpread | None:
+    """The seed preset's spread over seeds, from the completed default GTSRB runs on disk."""
+    return results.seed_spread(runs.list_runs(), "seed")
+
+
+def spread_section(spread: results.SeedSpread | None) -> None:
+    """The study's curve with the seed preset's band over seeds, and each seed's figures."""
+    with st.expander("The study's curve and the seed preset over seeds", expanded=False):
+        if spread is None:
+            st.caption("Train the seed preset on GTSRB with seeds 0, 1 and 2 (`python -m core.train "
+                       "--model lenet5 --preset seed --set seed=N`) to see its spread here.")
+            return
+        no_run = pd.DataFrame(columns=list(runs.METRICS_COLUMNS))
+        st.plotly_chart(training_charts.learning_curves(
+            no_run, lenet.REFERENCE_VAL_ACCURACY, reference_name=REFERENCE_NAME,
+            reference_band=spread), key=f"{KEY}_spread_chart", width="stretch")
+        images = f" on {spread.test_images} test images" if spread.test_images else ""
+        st.dataframe([{"seed": seed, "run": spread.run_ids[seed],
+                       "best val accuracy": spread.best_val_accuracy.get(seed),
+                       "test accuracy": spread.test_accuracy.get(seed)} for seed in spread.seeds],
+                     hide_index=True, key=f"{KEY}_spread_table")
+        if spread.mean_test_accuracy is not None:
+            st.caption(f"Mean test accuracy over seeds {spread.mean_test_accuracy:.2%}{images}; "
+                       f"the study reported {lenet.STUDY_TEST_ACCURACY:.1%} on the official test set.")
 
 
 def finished_runs_picker() -> None:
@@ -247,4 +278,5 @@ if run_id is not None:
     render_run(run_id, run_status)
 else:
     render_form()
+    spread_section(seed_spread())
     finished_runs_picker()

@@ -155,7 +155,8 @@ def files_section(run_dir: Path, key_prefix: str) -> None:
 
 
 def run_report(run_dir, key_prefix: str, *, reference_val_accuracy=None,
-               reference_name: str = "reference (val)", reference_test_accuracy=None) -> None:
+               reference_name: str = "reference (val)", reference_test_accuracy=None,
+               reference_band=None) -> None:
     """Shows one run folder as a report; polls it while the run is active.
 
     Args:
@@ -164,6 +165,7 @@ def run_report(run_dir, key_prefix: str, *, reference_val_accuracy=None,
         reference_val_accuracy: a reference validation curve drawn dashed (e.g. the study's).
         reference_name: that curve's legend name.
         reference_test_accuracy: a reference test accuracy shown as the metric's delta.
+        reference_band: a ``core.results.SeedSpread`` drawn as a band on the curves (or None).
     """
     run_dir = Path(run_dir)
     try:
@@ -175,7 +177,7 @@ def run_report(run_dir, key_prefix: str, *, reference_val_accuracy=None,
     if status.get("state") in jobs.ACTIVE_STATES:
         training_ui.live_run(run_dir.name, key=f"{key_prefix}_live",
                              reference_val_accuracy=reference_val_accuracy,
-                             reference_name=reference_name)
+                             reference_name=reference_name, reference_band=reference_band)
         config_section(config, key_prefix)
         files_section(run_dir, key_prefix)
         return
@@ -184,7 +186,8 @@ def run_report(run_dir, key_prefix: str, *, reference_val_accuracy=None,
     metrics = runs.read_metrics(run_dir)
     figures(results, metrics, reference_test_accuracy)
     st.plotly_chart(training_charts.learning_curves(metrics, reference_val_accuracy,
-                                                    reference_name=reference_name),
+                                                    reference_name=reference_name,
+                                                    reference_band=reference_band),
                     key=f"{key_prefix}_curves", width="stretch")
     config_section(config, key_prefix)
     if results:

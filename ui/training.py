@@ -79,7 +79,7 @@ def show_warnings(status: dict, results: dict | None = None) -> None:
 
 
 def _live_body(run_id: str, key: str, reference, reference_name: str, show_cancel: bool,
-               was_active: bool) -> None:
+               reference_band, was_active: bool) -> None:
     status = _read_status(run_id)
     if status is None:
         return
@@ -118,7 +118,8 @@ def _live_body(run_id: str, key: str, reference, reference_name: str, show_cance
     elif state == runs.COMPLETED:
         show_warnings(status, runs.read_results(run_dir))
     figure = training_charts.learning_curves(metrics, reference, reference_name=reference_name,
-                                             total_epochs=summary["total_epochs"] or None)
+                                             total_epochs=summary["total_epochs"] or None,
+                                             reference_band=reference_band)
     st.plotly_chart(figure, key=f"{key}_curves", width="stretch")
     if len(metrics):
         last = metrics.iloc[-1]
@@ -128,7 +129,7 @@ def _live_body(run_id: str, key: str, reference, reference_name: str, show_cance
 
 def live_run(run_id: str, *, key: str = "live", reference_val_accuracy=None,
              reference_name: str = "reference (val)", poll_seconds: float = POLL_SECONDS,
-             show_cancel: bool = True) -> None:
+             show_cancel: bool = True, reference_band=None) -> None:
     """Shows a run while it trains; polls its folder every ``poll_seconds``.
 
     Args:
@@ -138,11 +139,12 @@ def live_run(run_id: str, *, key: str = "live", reference_val_accuracy=None,
         reference_name: the reference curve's legend name.
         poll_seconds: refresh period of the fragment.
         show_cancel: offer a cancel button while the run is queued or running.
+        reference_band: a ``core.results.SeedSpread`` drawn as a band (or None).
     """
     status = _read_status(run_id)
     if status is None:
         return
-    arguments = (run_id, key, reference_val_accuracy, reference_name, show_cancel)
+    arguments = (run_id, key, reference_val_accuracy, reference_name, show_cancel, reference_band)
     if status["state"] in runs.TERMINAL_STATES:
         _live_body(*arguments, False)  # a finished run: draw once, no polling
         return
@@ -150,7 +152,8 @@ def live_run(run_id: str, *, key: str = "live", reference_val_accuracy=None,
 
 
 def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=None,
-                reference_name: str = "reference (val)", reference_test_accuracy=None) -> None:
+                reference_name: str = "reference (val)", reference_test_accuracy=None,
+                reference_band=None) -> None:
     """Shows a finished run through the one run report (``ui.report.run_report``).
 
     Kept for the pages that call it by run id; the report itself lives in ``ui/report.py``.
@@ -161,6 +164,7 @@ def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=Non
         reference_val_accuracy: reference validation curve to overlay.
         reference_name: its legend name.
         reference_test_accuracy: a reference test accuracy shown as the metric's delta.
+        reference_band: a ``core.results.SeedSpread`` drawn as a band (or None).
     """
     from ui import report  # ui.report builds on this module's live view: import it late
 
@@ -174,4 +178,5 @@ def run_results(run_id: str, *, key: str = "results", reference_val_accuracy=Non
     except runs.RunError:
         pass  # the report below says the folder is broken
     report.run_report(run_dir, key, reference_val_accuracy=reference_val_accuracy,
-                      reference_name=reference_name, reference_test_accuracy=reference_test_accuracy)
+                      reference_name=reference_name, reference_test_accuracy=reference_test_accuracy,
+                      reference_band=reference_band)

@@ -15,6 +15,8 @@ from plotly.subplots import make_subplots
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
 REFERENCE_COLOR = "#7f7f7f"
+BAND_COLOR = "#2ca02c"
+BAND_FILL = "rgba(44, 160, 44, 0.18)"
 CURVE_HEIGHT = 380
 # Class names replace ids on the axes when there are at most this many classes (they fit).
 MAX_NAMED_TICKS = 15
@@ -36,7 +38,7 @@ def _clean(values) -> list:
 
 def learning_curves(metrics, reference_val_accuracy: Sequence[float] | None = None,
                     reference_name: str = "study (val)", total_epochs: int | None = None,
-                    title: str | None = None) -> go.Figure:
+                    title: str | None = None, reference_band=None) -> go.Figure:
     """Loss and accuracy per epoch, training against validation, side by side.
 
     Args:
@@ -46,6 +48,8 @@ def learning_curves(metrics, reference_val_accuracy: Sequence[float] | None = No
         reference_name: legend name of the reference curve.
         total_epochs: fixes the x range to the planned epochs while a run is in progress.
         title: figure title.
+        reference_band: a ``core.results.SeedSpread`` (or None): its min-max validation
+            accuracy over seeds is drawn as a shaded band on the accuracy panel, its mean dotted.
 
     Returns:
         A two-panel figure (loss left, accuracy right).
@@ -70,13 +74,32 @@ def learning_curves(metrics, reference_val_accuracy: Sequence[float] | None = No
             x=list(range(1, len(reference_val_accuracy) + 1)), y=list(reference_val_accuracy),
             mode="lines", name=reference_name, line={"color": REFERENCE_COLOR, "dash": "dash"},
         ), row=1, col=2)
-    last_epoch = max([total_epochs or 0, len(reference_val_accuracy or ()), *epochs, 1])
+    if reference_band is not None and reference_band.epochs:
+        _add_band(figure, reference_band)
+    band_epochs = len(reference_band.epochs) if reference_band is not None else 0
+    last_epoch = max([total_epochs or 0, len(reference_val_accuracy or ()), band_epochs, *epochs, 1])
     figure.update_xaxes(title_text="epoch", range=[0.5, last_epoch + 0.5], dtick=max(1, last_epoch // 10))
     figure.update_yaxes(title_text="cross-entropy", row=1, col=1, rangemode="tozero")
     figure.update_yaxes(title_text="accuracy", row=1, col=2, range=[0, 1.02])
     figure.update_layout(height=CURVE_HEIGHT, title=title, margin={"t": 60, "b": 40, "l": 50, "r": 20},
                          legend={"orientation": "h", "y": -0.2})
     return figure
+
+
+def _add_band(figure: go.Figure, spread) -> None:
+    """Draws a seed spread's min-max band and mean on the accuracy panel (row 1, column 2)."""
+    seeds = ", ".join(str(seed) for seed in spread.seeds)
+    name = f"preset {spread.preset}, seeds {seeds} (val, min-max)"
+    figure.add_trace(go.Scatter(x=list(spread.epochs), y=list(spread.high), mode="lines",
+                                line={"width": 0, "color": BAND_COLOR}, showlegend=False,
+                                hoverinfo="skip", legendgroup="band"), row=1, col=2)
+    figure.add_trace(go.Scatter(x=list(spread.epochs), y=list(spread.low), mode="lines",
+                                line={"width": 0, "color": BAND_COLOR}, fill="tonexty",
+                                fillcolor=BAND_FILL, name=name, legendgroup="band"), row=1, col=2)
+    figure.add_trace(go.Scatter(x=list(spread.epochs), y=list(spread.mean), mode="lines",
+                                line={"color": BAND_COLOR, "dash": "dot"},
+                                name=f"preset {spread.preset} (val, mean of seeds)",
+                                legendgroup="band"), row=1, col=2)
 
 
 def axis_labels(class_names: Sequence[str], size: int) -> list[str]:
