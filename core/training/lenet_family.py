@@ -33,9 +33,10 @@ DATA_KEYS = ("labels_per_class", "train_size", "valid_size", "max_test_images")
 GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size")
 # Options of other families that the CLI may pass; LeNet accepts them only when empty.
 FOREIGN_KEYS = ("strategy", "weights")
-# Training steps per compiled call. LeNet's steps are ~10 ms, so per-step Python and callback
-# overhead is a large share of an epoch; 32 steps per call measured ~1.3x faster epochs on 2
-# cores (``bench/bench_lenet_fit.py``). Batch callbacks (progress, cancel) then fire every 32 steps.
+# Training steps per compiled call. LeNet's steps take a few ms, so per-step Python and callback
+# overhead is a visible share of an epoch; 32 steps per call measured 1.12x faster epochs than
+# Keras' default on 2 idle cores (``bench/bench_lenet_fit.py``; the issue's target is 1.8x, not
+# reached). Batch callbacks (progress, cancel) then fire every 32 steps.
 STEPS_PER_EXECUTION = 32
 ALLOWED_KEYS = frozenset(
     set(lenet.PRESETS[lenet.DEFAULT_PRESET]) | set(DATA_KEYS) | set(GENERAL_KEYS) | set(FOREIGN_KEYS)
@@ -123,6 +124,7 @@ def resolve_config(config: dict) -> dict:
     _check_number(resolved, "momentum", 0.0, 1.0, high_open=True)
     _check_number(resolved, "dropout", 0.0, 1.0, high_open=True)
     _check_number(resolved, "random_blur", 0.0, 1.0)
+    _check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
     for key in ("batch_norm", "multi_scale"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")
@@ -216,7 +218,7 @@ def train(context) -> None:
         train_images, train_labels,
         batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
         validation_data=(val_split.images, val_split.labels),
-        callbacks=context.callbacks(epochs),
+        callbacks=lenet.weight_averaging_callbacks(config) + context.callbacks(epochs),
     )
     if context.cancelled:
         return
