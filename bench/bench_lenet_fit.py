@@ -16,7 +16,6 @@ noise). The target is a speed-up of at least 1.8; the script exits 1 when it mis
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -26,27 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench_training_overhead import make_timer, steady  # noqa: E402  (same epoch timer)
+from bench_training_overhead import (  # noqa: E402  (same timer and options)
+    make_timer, parse_lenet_bench_arguments, steady)
 
 TARGET_SPEEDUP = 1.8
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("auto", "gtsrb", "synthetic-signs"), default="auto")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1, help="plain/job pairs to run")
-    arguments = parser.parse_args(argv)
+    arguments = parse_lenet_bench_arguments(__doc__.splitlines()[0], argv, 4, "plain/job pairs to run")
 
     import keras
 
-    from core.datasets import preprocess, registry
+    from core.datasets import preprocess
     from core.models import lenet
     from core.training import lenet_family, trainer
 
     dataset = arguments.dataset
-    if dataset == "auto":
-        dataset = "gtsrb" if registry.status("gtsrb") == "ready" else "synthetic-signs"
     config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed", "dataset": dataset,
                                           "epochs": arguments.epochs})
     print(f"dataset {dataset}, seed LeNet with its augmentation, {arguments.epochs} epochs", flush=True)

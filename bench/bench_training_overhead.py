@@ -56,23 +56,35 @@ def steady(seconds: list[float]) -> float:
     return statistics.mean(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_lenet_bench_arguments(description: str, argv, default_epochs: int, repeats_help: str):
+    """The LeNet benches' shared options; ``--dataset auto`` becomes gtsrb when it is installed.
+
+    Returns:
+        The parsed arguments, with ``dataset`` resolved to a dataset name.
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", choices=("auto", "gtsrb", "synthetic-signs"), default="auto")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=1, help="bare/job pairs to run")
+    parser.add_argument("--epochs", type=int, default=default_epochs)
+    parser.add_argument("--repeats", type=int, default=1, help=repeats_help)
     arguments = parser.parse_args(argv)
+    if arguments.dataset == "auto":
+        from core.datasets import registry
+
+        arguments.dataset = "gtsrb" if registry.status("gtsrb") == "ready" else "synthetic-signs"
+    return arguments
+
+
+def main(argv=None) -> int:
+    arguments = parse_lenet_bench_arguments(__doc__.splitlines()[0], argv, 3, "bare/job pairs to run")
 
     import keras
 
     from core import jobs, runs
-    from core.datasets import preprocess, registry
+    from core.datasets import preprocess
     from core.models import lenet
     from core.training import lenet_family, trainer
 
     dataset = arguments.dataset
-    if dataset == "auto":
-        dataset = "gtsrb" if registry.status("gtsrb") == "ready" else "synthetic-signs"
     config = lenet_family.resolve_config({
         "model": "lenet5", "preset": "seed", "dataset": dataset, "epochs": arguments.epochs,
         "augmentation": {"rotation_degrees": 0.0}, "random_blur": 0.0, "max_test_images": 500,

@@ -126,3 +126,35 @@ def test_learning_rate_schedules():
     assert float(schedule(config["epochs"] * 10)) == pytest.approx(0.0, abs=1e-9)
     step = lenet.learning_rate_schedule(dict(config, lr_schedule="step", epochs=4), steps_per_epoch=10)
     assert [round(float(step(s)), 6) for s in (0, 25, 35)] == [0.002, 0.0002, 0.00002]
+
+
+def test_seed_preset_averages_its_weights_and_the_saved_model_holds_the_average():
+    import keras
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed"})
+    assert config["weight_averaging"] == pytest.approx(0.999)
+    assert config["optimizer"] == "adam" and config["learning_rate"] == pytest.approx(0.001)
+    optimizer = lenet.make_optimizer(config, steps_per_epoch=10)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.999)
+    assert not lenet.make_optimizer({**config, "weight_averaging": 0.0}, 10).use_ema
+    with pytest.raises(ValueError, match="weight_averaging must be a number in"):
+        lenet_family.resolve_config({"model": "lenet5", "weight_averaging": 1.0})
+
+    # After fit the model holds the moving average, not the last step's weights: with momentum
+    # 0.5 over a few steps from a known start, the two differ.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=lenet.make_optimizer({**config, "weight_averaging": 0.5}, 4),
+                  loss="sparse_categorical_crossentropy")
+    inputs = np.random.default_rng(0).normal(size=(32, 2)).astype("float32")
+    labels = (inputs[:, 0] > 0).astype("int32")
+    plain = keras.models.clone_model(model)
+    plain.set_weights(model.get_weights())
+    plain.compile(optimizer=lenet.make_optimizer({**config, "weight_averaging": 0.0}, 4),
+                  loss="sparse_categorical_crossentropy")
+    callbacks = lenet.weight_averaging_callbacks({"weight_averaging": 0.5})
+    assert len(callbacks) == 1 and lenet.weight_averaging_callbacks({"weight_averaging": 0.0}) == []
+    model.fit(inputs, labels, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+    plain.fit(inputs, labels, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    averaged, last = model.get_weights()[0], plain.get_weights()[0]
+    assert not np.allclose(averaged, last, atol=1e-6)
