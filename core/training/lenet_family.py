@@ -210,7 +210,10 @@ def train(context) -> None:
     with context.scope():
         augmentation = preprocess.build_augmentation(config["augmentation"])
         model = lenet.build_from_config(config, len(class_names), input_shape, augmentation)
-        compile_lenet(model, config, steps_per_epoch)
+        # Keras' multi-step loop fails under MirroredStrategy ("must feed a value for
+        # placeholder tensor"), so a distributed fit runs one step per call.
+        compile_lenet(model, config, steps_per_epoch,
+                      STEPS_PER_EXECUTION if config["distribute"] == "none" else 1)
     logger.info("Model %s: %d parameters, %d steps per epoch", model.name, model.count_params(),
                 steps_per_epoch)
     epochs = config["epochs"]
