@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import jobs, results, runs
+from core import jobs, paths, results, runs
 from core.charts import training as training_charts
 from core.datasets import registry
 from core.models import lenet
@@ -214,9 +214,18 @@ def render_run(run_id: str, status: dict) -> None:
 
 
 @st.cache_data(ttl=SPREAD_TTL_SECONDS, show_spinner=False)
+def cached_seed_spread(runs_root: str) -> results.SeedSpread | None:
+    """The seed preset's spread over seeds, from the completed default GTSRB runs on disk.
+
+    Keyed by the runs root, so a changed root (another user setting, a test) is never served
+    another root's figures.
+    """
+    return results.seed_spread(runs.list_runs(runs_root), "seed")
+
+
 def seed_spread() -> results.SeedSpread | None:
-    """The seed preset's spread over seeds, from the completed default GTSRB runs on disk."""
-    return results.seed_spread(runs.list_runs(), "seed")
+    """``cached_seed_spread`` of the configured runs root."""
+    return cached_seed_spread(str(paths.runs_dir()))
 
 
 def spread_section(spread: results.SeedSpread | None) -> None:
