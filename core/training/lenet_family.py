@@ -13,6 +13,8 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   ``valid_size`` (stratified caps, passed to ``core.datasets.load``; dogs-vs-cats subsample
   sizes), ``max_test_images`` (a seeded subset of the test split);
 * ``epoch_repeats``: passes over the training set per epoch (fresh augmentation each time);
+* ``weight_averaging``: momentum of an exponential moving average of the weights, in [0, 1)
+  (0 = off); the average is what is validated and saved (the seed preset uses 0.999);
 * ``seed`` (0) and ``distribute`` (none | mirrored).
 """
 
