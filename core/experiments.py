@@ -117,9 +117,8 @@ def _check_source(source: str) -> None:
         raise ValueError(f"source must be one of {SOURCES}, received {source!r}")
 
 
-def _check_labels_per_class(labels_per_class, allow_zero: bool = False) -> int:
-    lowest = 0 if allow_zero else 1
-    if isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int) or labels_per_class < lowest:
+def _check_labels_per_class(labels_per_class) -> int:
+    if isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int) or labels_per_class < 1:
         raise ValueError(f"labels_per_class must be a positive int, received {labels_per_class!r}")
     return labels_per_class
 
