@@ -95,6 +95,20 @@ def preset_runs(summaries, preset: str) -> list[runs.RunSummary]:
     return [summary for summary in summaries if _is_default_run(summary, preset)]
 
 
+def newest_per_seed(summaries, preset: str) -> dict[int, runs.RunSummary]:
+    """The newest default run of each seed of ``preset`` (see ``preset_runs``), by seed ascending."""
+    newest: dict[int, runs.RunSummary] = {}
+    for summary in preset_runs(summaries, preset):
+        newest.setdefault(int(summary.config.get(SEED_KEY, 0)), summary)
+    return dict(sorted(newest.items()))
+
+
+def _shared_test_images(summaries) -> int | None:
+    """The test image count the runs share, or None when they differ or do not say."""
+    counts = {(summary.results or {}).get("num_test_images") for summary in summaries}
+    return counts.pop() if len(counts) == 1 else None
+
+
 def seed_spread(summaries, preset: str = "seed", minimum_seeds: int = 2) -> SeedSpread | None:
     """Min / mean / max validation curves over the newest default run of each seed.
 
@@ -106,9 +120,7 @@ def seed_spread(summaries, preset: str = "seed", minimum_seeds: int = 2) -> Seed
     Returns:
         A ``SeedSpread``, or None when there are too few seeds.
     """
-    newest: dict[int, runs.RunSummary] = {}
-    for summary in preset_runs(summaries, preset):
-        newest.setdefault(int(summary.config.get(SEED_KEY, 0)), summary)
+    newest = newest_per_seed(summaries, preset)
     curves = {}
     for seed, summary in newest.items():
         metrics = runs.read_metrics(summary.path)
@@ -121,14 +133,13 @@ def seed_spread(summaries, preset: str = "seed", minimum_seeds: int = 2) -> Seed
     per_epoch = [[curves[seed][epoch] for seed in curves] for epoch in range(length)]
     test_accuracy = {seed: newest[seed].test_accuracy for seed in curves
                      if newest[seed].test_accuracy is not None}
-    test_images = {(newest[seed].results or {}).get("num_test_images") for seed in test_accuracy}
     return SeedSpread(
         preset=preset, seeds=sorted(curves), epochs=list(range(1, length + 1)),
         low=[min(values) for values in per_epoch], mean=[statistics.mean(values) for values in per_epoch],
         high=[max(values) for values in per_epoch],
         best_val_accuracy={seed: max(curves[seed]) for seed in sorted(curves)},
         test_accuracy=dict(sorted(test_accuracy.items())),
-        test_images=test_images.pop() if len(test_images) == 1 else None,
+        test_images=_shared_test_images(newest[seed] for seed in test_accuracy),
         run_ids={seed: newest[seed].run_id for seed in sorted(curves)},
     )
 
@@ -150,14 +161,9 @@ def preset_rows(summaries) -> list[dict]:
     """
     rows = []
     for preset, command in PRESET_COMMANDS.items():
-        found = preset_runs(summaries, preset)
-        newest: dict[int, runs.RunSummary] = {}
-        for summary in found:
-            newest.setdefault(int(summary.config.get(SEED_KEY, 0)), summary)
-        chosen = [newest[seed] for seed in sorted(newest)]
+        chosen = list(newest_per_seed(summaries, preset).values())
         val = [summary.best_val_accuracy for summary in chosen if summary.best_val_accuracy is not None]
         test = [summary.test_accuracy for summary in chosen if summary.test_accuracy is not None]
-        images = {(summary.results or {}).get("num_test_images") for summary in chosen}
         seconds = [summary.duration_seconds for summary in chosen if summary.duration_seconds is not None]
         test_text = _percent(statistics.mean(test) if test else None)
         if len(test) > 1:
@@ -169,7 +175,7 @@ def preset_rows(summaries) -> list[dict]:
             "runs": len(chosen),
             "val accuracy": _percent(statistics.mean(val) if val else None),
             "test accuracy": test_text,
-            "test images": images.pop() if len(images) == 1 else None,
+            "test images": _shared_test_images(chosen),
             "training time (s)": round(statistics.mean(seconds)) if seconds else None,
             "command": command,
             "published anchor": ANCHORS[preset],
