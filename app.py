@@ -6,6 +6,7 @@ Start it with ``make run`` (or ``streamlit run app.py``).
 
 import streamlit as st
 
+from core import environment
 from ui import common
 
 APP_TITLE = "Transfer Learning Lab"
@@ -38,6 +39,7 @@ def run() -> None:
     """Configures the page, initialises session state once, and runs the selected page."""
     st.set_page_config(page_title=APP_TITLE, page_icon=":material/traffic:", layout="wide")
     common.preload_webrtc_binding()  # before any page loads TensorFlow (see its docstring)
+    environment.prefer_onednn_kernels()  # read once, when a page first imports TensorFlow
     common.init_session_state()
     navigation = build_navigation()
     navigation.run()

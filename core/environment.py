@@ -9,6 +9,22 @@ import subprocess
 import sys
 
 NVIDIA_SMI_TIMEOUT_SECONDS = 5
+# TensorFlow leaves its oneDNN CPU kernels off on some x86 CPUs (seen on a 2-core AMD EPYC, where
+# a seed-preset LeNet training step took 41 ms with them off and 15 ms with them on). Training
+# and inference processes turn them on unless the user set the variable.
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def prefer_onednn_kernels(environment_vars: dict | None = None) -> None:
+    """Turns TensorFlow's oneDNN CPU kernels on unless the variable is already set.
+
+    Call it before TensorFlow is imported: TensorFlow reads the variable once, at import.
+
+    Args:
+        environment_vars: the environment to change (a child process's); default this process's.
+    """
+    target = os.environ if environment_vars is None else environment_vars
+    target.setdefault(ONEDNN_ENV, "1")
 
 
 def positive_float_env(name: str, default: float | None, unit: str) -> float | None:

@@ -12,8 +12,9 @@ project layers (``CaffePreprocessing``), so loading it needs this project on ``s
   the kernel of the convolution that follows (``block1_conv1`` for VGG16): conv(flip(x)) with
   kernel K equals conv(x) with K's input channels reversed. When the next layer is not a
   convolution the flip becomes a 1x1 ``Conv2D`` holding a permutation matrix;
-* nested functional models are flattened into the exported graph; every other layer is a
-  standard Keras layer and is reused with its weights.
+* nested functional models are flattened into the exported graph (unless their layer names
+  clash, as a committee's members' do: then each is rebuilt as a nested model); every other
+  layer is a standard Keras layer and is reused with its weights.
 
 The exported model takes exactly what ``Predictor.preprocess`` produces (uint8-valued images of
 shape (S, S, C), as float32 or uint8) and outputs the run's probabilities.
@@ -48,7 +49,8 @@ FILE_SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tfl
 # Layers active only while training; they pass inputs through at inference.
 TRAINING_ONLY_CLASS_NAMES = (
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "Identity", "RandomGaussianBlur", "ActivityRegularization",
+    "GaussianDropout", "AlphaDropout", "Identity", "RandomGaussianBlur", "RandomAffine",
+    "ActivityRegularization",
 )
 CAFFE_CLASS_NAME = "CaffePreprocessing"
 CONVOLUTION_CLASS_NAMES = ("Conv2D",)
@@ -81,9 +83,12 @@ def _is_standard(layer) -> bool:
 class _GraphRebuilder:
     """Replays a functional model's graph with standard layers (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, nest_models: bool = False):
         self.flipped: set[int] = set()  # ids of tensors whose channels still need reversing
         self.new_layer_index = 0
+        # Nested models are flattened into one graph, unless their layer names clash (a
+        # committee's members): then each becomes a nested model of standard layers.
+        self.nest_models = nest_models
 
     def _name(self, base: str) -> str:
         self.new_layer_index += 1
@@ -111,6 +116,8 @@ class _GraphRebuilder:
 
         if is_training_only(layer):
             return self._identity
+        if isinstance(layer, keras.Model) and self.nest_models:
+            return lambda inputs, *args, **kwargs: self._nested(layer, self._materialise(inputs))
         if isinstance(layer, keras.Model):  # nested functional or sequential model: flatten it
             return lambda inputs, *args, **kwargs: self.run(layer, self._materialise(inputs))
         if type(layer).__name__ == CAFFE_CLASS_NAME:
@@ -133,6 +140,14 @@ class _GraphRebuilder:
     @staticmethod
     def _identity(inputs, *args, **kwargs):
         return inputs
+
+    def _nested(self, model, inputs):
+        """Rebuilds a nested model as its own model of standard layers, applied to ``inputs``."""
+        import keras
+
+        inner_inputs = keras.Input(tuple(inputs.shape[1:]), dtype="float32")
+        inner_outputs = self._materialise(self.run(model, inner_inputs))
+        return keras.Model(inner_inputs, inner_outputs, name=model.name)(inputs)
 
     def _caffe(self, layer, inputs):
         """``CaffePreprocessing`` as ``Normalization`` in RGB order; the flip stays pending."""
@@ -170,6 +185,23 @@ class _GraphRebuilder:
         return flip(tensor)
 
 
+def _layer_names_clash(model) -> bool:
+    """True when flattening ``model``'s nested models would repeat a layer name."""
+    import keras
+
+    names: list[str] = []
+
+    def collect(container):
+        for layer in container.layers:
+            if isinstance(layer, keras.Model):
+                collect(layer)
+            else:
+                names.append(layer.name)
+
+    collect(model)
+    return len(names) != len(set(names))
+
+
 def inference_model(model):
     """Rebuilds a run's model with standard Keras layers only, for inference.
 
@@ -190,7 +222,7 @@ def inference_model(model):
                           f"{len(getattr(model, 'inputs', None) or [])} inputs")
     original = model.inputs[0]
     inputs = keras.Input(tuple(original.shape[1:]), name=original.name or "image", dtype="float32")
-    rebuilder = _GraphRebuilder()
+    rebuilder = _GraphRebuilder(nest_models=_layer_names_clash(model))
     outputs = rebuilder._materialise(rebuilder.run(model, inputs))
     if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
         outputs = outputs[0]

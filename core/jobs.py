@@ -215,6 +215,7 @@ def worker_environment(runs_root=None) -> dict:
         environment_vars["PYTHONPATH"] = os.pathsep.join(p for p in (repo, python_path) if p)
     environment_vars.setdefault("PYTHONUNBUFFERED", "1")
     environment_vars.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environment.prefer_onednn_kernels(environment_vars)
     return environment_vars
 
 

@@ -27,12 +27,14 @@ SEED_KEY = "seed"
 PRESET_COMMANDS = {
     "seed": "python -m core.train --model lenet5 --preset seed --set seed=N   # N = 0, 1, 2",
     "plus": "python -m core.train --model lenet5 --preset plus",
+    "committee": "python -m core.train --model lenet5 --preset committee",
     "classic": "python -m core.train --model lenet5 --preset classic",
 }
 # Published figures on the official GTSRB test set (12,630 images) to set each preset beside.
 ANCHORS = {
     "seed": "seminar study: 95.5% test (96.8% val)",
     "plus": "Sermanet & LeCun 2011: 98.97% (one network); MicronNet: 98.9%; human: 98.84%",
+    "committee": "Ciresan et al. 2012: 99.46% (a committee of 25 networks, the IJCNN 2011 record)",
     "classic": "LeCun et al. 1998 style network, no published GTSRB figure",
 }
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import jobs, runs
+from core import environment, jobs, runs
 
 
 def _install_signal_handlers(run_dir: Path) -> None:
@@ -37,7 +37,12 @@ def _install_signal_handlers(run_dir: Path) -> None:
 
 
 def pin_devices(gpu_ids: list[str]) -> None:
-    """Sets ``CUDA_VISIBLE_DEVICES`` for this process (must run before TensorFlow is imported)."""
+    """Sets ``CUDA_VISIBLE_DEVICES`` for this process (must run before TensorFlow is imported).
+
+    It also turns TensorFlow's oneDNN CPU kernels on unless the user chose
+    (``core.environment.prefer_onednn_kernels``).
+    """
+    environment.prefer_onednn_kernels()
     if gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
 
@@ -99,6 +104,7 @@ def run_scheduled(run_dir, **status_fields) -> str:
         return runs.read_status(run_dir)["state"]
     beat = jobs.Heartbeat(run_dir).start()
     try:
+        pin_devices([])
         from core.training import trainer
 
         return trainer.run_training(run_dir, heartbeat=False)

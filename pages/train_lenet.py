@@ -34,7 +34,7 @@ COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
 FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
           "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
           "dropout", "random_blur", "color", "equalization", "rotation_degrees", "shift", "zoom",
-          "labels_per_class", "epoch_repeats")
+          "labels_per_class", "epoch_repeats", "committee_size")
 
 
 def _as_text(values) -> str:
@@ -58,6 +58,7 @@ def preset_field_values(preset: str) -> dict:
         "rotation_degrees": float(augmentation.get("rotation_degrees", 0.0)),
         "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
+        "committee_size": config["committee_size"],
     }
 
 
@@ -91,6 +92,7 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "dense_units": _int_list(value["dense_units"], "Dense units"),
         "dropout": float(value["dropout"]), "random_blur": float(value["random_blur"]),
         "epoch_repeats": int(value["epoch_repeats"]),
+        "committee_size": int(value["committee_size"]),
         "preprocessing": {**base["preprocessing"], "color": value["color"],
                           "equalization": value["equalization"]},
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
@@ -146,6 +148,8 @@ def render_form() -> None:
                                 key=f"{KEY}_labels_per_class", help=help_text["labels_per_class"])
         columns[2].number_input("Augmented passes per epoch", min_value=1, max_value=10, step=1,
                                 key=f"{KEY}_epoch_repeats", help=help_text["epoch_repeats"])
+        columns[3].number_input("Committee members", min_value=1, max_value=9, step=1,
+                                key=f"{KEY}_committee_size", help=help_text["committee_size"])
         st.markdown("**Network**")
         columns = st.columns(4)
         columns[0].text_input("Filters per conv stage", key=f"{KEY}_conv_filters",

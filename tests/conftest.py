@@ -23,6 +23,8 @@ ARTIFACTS_DIR = REPO_ROOT / "artifacts"
 SERVER_START_TIMEOUT_SECONDS = 90
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The same TensorFlow CPU kernels as the training workers (core.environment.prefer_onednn_kernels).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 try:  # as app.py does: streamlit-webrtc's SRTP binding crashes when first loaded after TensorFlow
     import pylibsrtp  # noqa: F401

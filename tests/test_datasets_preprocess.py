@@ -90,8 +90,7 @@ def test_augmentation_layers_random_in_training_identity_at_inference():
     augmentation = preprocess.build_augmentation(spec)
     assert isinstance(augmentation, keras.Sequential)
     assert [layer.name for layer in augmentation.layers] == [
-        "random_rotation", "random_translation", "random_zoom", "random_brightness",
-        "random_contrast", "random_flip"]
+        "random_affine", "random_brightness", "random_contrast", "random_flip"]
     images = _images(count=4, size=16).astype("float32")
     trained = keras.ops.convert_to_numpy(augmentation(images, training=True))
     inferred = keras.ops.convert_to_numpy(augmentation(images, training=False))

@@ -174,6 +174,18 @@ def test_max_concurrent_jobs_reads_the_environment(monkeypatch):
     assert jobs.max_concurrent_jobs() == 2
 
 
+def test_workers_get_onednn_cpu_kernels_unless_the_user_chose(monkeypatch):
+    from core import environment
+
+    monkeypatch.delenv(environment.ONEDNN_ENV, raising=False)
+    assert jobs.worker_environment()[environment.ONEDNN_ENV] == "1"
+    monkeypatch.setenv(environment.ONEDNN_ENV, "0")
+    assert jobs.worker_environment()[environment.ONEDNN_ENV] == "0"
+    child = {}
+    environment.prefer_onednn_kernels(child)
+    assert child == {environment.ONEDNN_ENV: "1"}
+
+
 def test_slots_pin_one_gpu_each_and_mirrored_takes_all(monkeypatch, isolated_roots):
     monkeypatch.delenv("TLLAB_MAX_CONCURRENT_JOBS", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")

@@ -89,7 +89,7 @@ def test_home_and_train_pages_show_the_measured_figures(isolated_roots):
     home = run_page("pages/home.py")
     assert not home.exception
     table = next(frame.value for frame in home.dataframe if "preset" in frame.value.columns)
-    assert list(table["preset"]) == ["seed", "plus", "classic"]
+    assert list(table["preset"]) == ["seed", "plus", "committee", "classic"]
     assert table["test accuracy"][0].startswith("95.50%")
 
     train = run_page("pages/train_lenet.py")

@@ -89,6 +89,9 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.checkbox(key="train_lenet_multi_scale").value is True
     assert app.number_input(key="train_lenet_epochs").value == expected["epochs"]
     assert app.selectbox(key="train_lenet_equalization").value == "clahe"
+    assert app.number_input(key="train_lenet_committee_size").value == 1
+    app.selectbox(key="train_lenet_preset").set_value("committee").run()
+    assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
 
 
 def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_root, monkeypatch):

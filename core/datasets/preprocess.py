@@ -28,11 +28,13 @@ key                    meaning                                                  
 ``rotation_degrees``   random rotation in [-d, +d] degrees                          ``0``
 ``shift``              random translation, fraction of height/width, in [0, 1)      ``0``
 ``zoom``               random zoom in/out, fraction in [0, 1)                       ``0``
+``shear_degrees``      random horizontal shear in [-d, +d] degrees, d in [0, 60]    ``0``
+``perspective``        random perspective tilt of the corners, in [0, 0.4]         ``0``
 ``brightness``         random brightness change, fraction of the range, [0, 1]      ``0``
 ``contrast``           random contrast change, fraction in [0, 1]                   ``0``
 ``flip``               ``"none"``, ``"horizontal"``, ``"vertical"``,                 ``"none"``
                        ``"horizontal_and_vertical"``
-``fill_mode``          how rotation/shift/zoom fill new pixels: ``"nearest"``,       ``"nearest"``
+``fill_mode``          how the geometric warps fill new pixels: ``"nearest"``,      ``"nearest"``
                        ``"reflect"``, ``"constant"``, ``"wrap"``
 ``seed``               int or ``None``: seed of the random layers                   ``None``
 =====================  ===========================================================  ==========
@@ -59,12 +61,16 @@ DEFAULT_AUGMENTATION = {
     "rotation_degrees": 0.0,
     "shift": 0.0,
     "zoom": 0.0,
+    "shear_degrees": 0.0,
+    "perspective": 0.0,
     "brightness": 0.0,
     "contrast": 0.0,
     "flip": "none",
     "fill_mode": "nearest",
     "seed": None,
 }
+# The warps ``build_augmentation`` composes into one ``RandomAffine`` resampling.
+GEOMETRIC_KEYS = ("rotation_degrees", "shift", "zoom", "shear_degrees", "perspective")
 COLORS = ("rgb", "grayscale")
 EQUALIZATIONS = ("none", "global", "clahe")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -140,7 +146,8 @@ def resolve_augmentation(spec: dict | None = None) -> dict:
     spec = _check_keys(spec, "augmentation")
     resolved = {key: spec.get(key, default) for key, default in DEFAULT_AUGMENTATION.items()}
     for key, upper in (("rotation_degrees", 180.0), ("shift", 0.99), ("zoom", 0.99),
-                       ("brightness", 1.0), ("contrast", 1.0)):
+                       ("shear_degrees", 60.0), ("perspective", 0.4), ("brightness", 1.0),
+                       ("contrast", 1.0)):
         value = resolved[key]
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
             0 <= value <= upper
@@ -297,25 +304,22 @@ def build_augmentation(spec: dict | None = None, name: str = "augmentation"):
         name: the name of the returned Sequential.
 
     Returns:
-        A ``keras.Sequential`` holding, in order, ``random_rotation``, ``random_translation``,
-        ``random_zoom``, ``random_brightness``, ``random_contrast``, ``random_flip`` (only the
-        ones the spec enables).
+        A ``keras.Sequential`` holding, in order, ``random_affine`` (one warp for rotation,
+        shift, zoom, shear and perspective: ``core.models.layers.RandomAffine``),
+        ``random_brightness``, ``random_contrast``, ``random_flip`` (only the ones the spec
+        enables).
     """
     import keras  # imported here: ``core.datasets`` must stay cheap to import
 
+    from core.models.layers import RandomAffine
+
     spec = resolve_augmentation(spec)
     seed = spec["seed"]
-    fill_mode = spec["fill_mode"]
     layers = []
-    if spec["rotation_degrees"] > 0:
-        layers.append(keras.layers.RandomRotation(
-            spec["rotation_degrees"] / 360.0, fill_mode=fill_mode, seed=seed, name="random_rotation"))
-    if spec["shift"] > 0:
-        layers.append(keras.layers.RandomTranslation(
-            spec["shift"], spec["shift"], fill_mode=fill_mode, seed=seed, name="random_translation"))
-    if spec["zoom"] > 0:
-        layers.append(keras.layers.RandomZoom(
-            spec["zoom"], spec["zoom"], fill_mode=fill_mode, seed=seed, name="random_zoom"))
+    geometry = {key: spec[key] for key in GEOMETRIC_KEYS}
+    if any(value > 0 for value in geometry.values()):
+        layers.append(RandomAffine(**geometry, fill_mode=spec["fill_mode"], seed=seed,
+                                   name="random_affine"))
     if spec["brightness"] > 0:
         layers.append(keras.layers.RandomBrightness(
             spec["brightness"], value_range=(0, 255), seed=seed, name="random_brightness"))

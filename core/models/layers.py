@@ -77,3 +77,120 @@ class RandomGaussianBlur(keras.layers.Layer):
         config.update(probability=self.probability, kernel_size=self.kernel_size,
                       sigma=self.sigma, seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomAffine(keras.layers.Layer):
+    """One random geometric warp per image (rotation, shift, zoom, shear, perspective), in training only.
+
+    Keras' ``RandomRotation``, ``RandomTranslation`` and ``RandomZoom`` each resample the batch;
+    this layer composes all the warps into one projective matrix per image and resamples once
+    (``keras.ops.image.affine_transform``), which is cheaper and blurs the images less. At
+    inference (``training=False``) images pass through unchanged.
+
+    Each image draws, uniformly and independently: an angle in [-rotation_degrees,
+    +rotation_degrees], a horizontal shear angle in [-shear_degrees, +shear_degrees], a zoom
+    factor in [1 - zoom, 1 + zoom] (above 1 zooms in), a shift in [-shift, +shift] of the width
+    and of the height, and a perspective tilt that moves the corners' depth by up to
+    ``perspective`` (0.1 = ±10 %).
+
+    Args:
+        rotation_degrees: largest rotation, in [0, 180].
+        shift: largest translation as a fraction of the side, in [0, 1).
+        zoom: largest zoom change as a fraction, in [0, 1).
+        shear_degrees: largest horizontal shear angle, in [0, 60].
+        perspective: largest perspective tilt, in [0, 0.4].
+        fill_mode: "nearest", "reflect", "constant" or "wrap" for pixels from outside the image.
+        interpolation: "bilinear" or "nearest".
+        seed: seed of the random draws, or None.
+    """
+
+    FILL_MODES = ("nearest", "reflect", "constant", "wrap")
+    INTERPOLATIONS = ("bilinear", "nearest")
+    LIMITS = {"rotation_degrees": (0.0, 180.0, False), "shift": (0.0, 1.0, True),
+              "zoom": (0.0, 1.0, True), "shear_degrees": (0.0, 60.0, False),
+              "perspective": (0.0, 0.4, False)}
+
+    def __init__(self, rotation_degrees: float = 0.0, shift: float = 0.0, zoom: float = 0.0,
+                 shear_degrees: float = 0.0, perspective: float = 0.0, fill_mode: str = "nearest",
+                 interpolation: str = "bilinear", seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        values = {"rotation_degrees": rotation_degrees, "shift": shift, "zoom": zoom,
+                  "shear_degrees": shear_degrees, "perspective": perspective}
+        for key, value in values.items():
+            low, high, high_open = self.LIMITS[key]
+            inside = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                low <= float(value) < high if high_open else low <= float(value) <= high)
+            if not inside:
+                bracket = ")" if high_open else "]"
+                raise ValueError(f"{key} must be a number in [{low}, {high}{bracket}, received {value!r}")
+            setattr(self, key, float(value))
+        if fill_mode not in self.FILL_MODES:
+            raise ValueError(f"fill_mode must be one of {self.FILL_MODES}, received {fill_mode!r}")
+        if interpolation not in self.INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {self.INTERPOLATIONS}, "
+                             f"received {interpolation!r}")
+        self.fill_mode = fill_mode
+        self.interpolation = interpolation
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    @property
+    def is_identity(self) -> bool:
+        return not any((self.rotation_degrees, self.shift, self.zoom, self.shear_degrees,
+                        self.perspective))
+
+    def transforms(self, batch_size, height: int, width: int):
+        """Draws ``batch_size`` warps as rows of 8 (``affine_transform``'s format).
+
+        Each row maps an output pixel (x, y) to the input point it samples.
+        """
+        draws = keras.random.uniform((batch_size, 7), minval=-1.0, maxval=1.0,
+                                     seed=self.seed_generator, dtype="float32")
+        angle = draws[:, 0] * (self.rotation_degrees * math.pi / 180.0)
+        shear = ops.tan(draws[:, 1] * (self.shear_degrees * math.pi / 180.0))
+        inverse_zoom = 1.0 / (1.0 + draws[:, 2] * self.zoom)
+        shift_x = draws[:, 3] * (self.shift * width)
+        shift_y = draws[:, 4] * (self.shift * height)
+        center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
+        tilt_x = draws[:, 5] * (self.perspective / max(center_x, 1.0))
+        tilt_y = draws[:, 6] * (self.perspective / max(center_y, 1.0))
+        cosine, sine = ops.cos(angle), ops.sin(angle)
+        # Linear part: zoom · rotation · shear, applied around the image centre.
+        m00, m01 = cosine * inverse_zoom, (cosine * shear - sine) * inverse_zoom
+        m10, m11 = sine * inverse_zoom, (sine * shear + cosine) * inverse_zoom
+        # Homography H = T(centre + shift) · M · P(tilt) · T(-centre), with P's last row
+        # (tilt_x, tilt_y, 1) acting on centred coordinates; normalised so H[2, 2] = 1.
+        offset_x, offset_y = center_x + shift_x, center_y + shift_y
+        h20, h21 = tilt_x, tilt_y
+        h22 = 1.0 - tilt_x * center_x - tilt_y * center_y
+        h00 = m00 + offset_x * tilt_x
+        h01 = m01 + offset_x * tilt_y
+        h02 = -(m00 * center_x + m01 * center_y) + offset_x * h22
+        h10 = m10 + offset_y * tilt_x
+        h11 = m11 + offset_y * tilt_y
+        h12 = -(m10 * center_x + m11 * center_y) + offset_y * h22
+        rows = [h00, h01, h02, h10, h11, h12, h20, h21]
+        return ops.stack([row / h22 for row in rows], axis=1)
+
+    def call(self, inputs, training=None):
+        if not training or self.is_identity:
+            return inputs
+        inputs = ops.cast(inputs, self.compute_dtype)
+        height, width = int(inputs.shape[1]), int(inputs.shape[2])
+        transforms = self.transforms(ops.shape(inputs)[0], height, width)
+        warped = ops.image.affine_transform(
+            inputs, ops.cast(transforms, self.compute_dtype), interpolation=self.interpolation,
+            fill_mode=self.fill_mode, data_format="channels_last")
+        return ops.cast(warped, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rotation_degrees=self.rotation_degrees, shift=self.shift, zoom=self.zoom,
+                      shear_degrees=self.shear_degrees, perspective=self.perspective,
+                      fill_mode=self.fill_mode, interpolation=self.interpolation, seed=self.seed)
+        return config

@@ -22,7 +22,12 @@ Presets (``PRESETS``):
 * ``plus``: the best LeNet-sized network we could make for a 2-core CPU in under 15 minutes:
   grayscale + CLAHE, three conv stages 24/48/96 with batch norm, multi-scale features
   (Sermanet & LeCun 2011: pooled stage-1 and stage-2 maps feed the classifier beside stage 3),
-  jitter augmentation (rotation ±15°, shift and zoom 0.1, brightness), Adam with cosine decay.
+  jitter augmentation (rotation ±15°, shift and zoom 0.1 in one ``RandomAffine`` resampling,
+  brightness), Adam with cosine decay. One network, plain single-pass inference.
+* ``committee``: ``COMMITTEE_MEMBERS`` plus networks trained side by side (each with its own
+  initial weights, augmentation draws and dropout) whose averaged probabilities are the answer
+  (``build_committee``). It costs that many times the plus's training and inference time, and is
+  reported apart from the single networks.
 
 A config is flat (``conv_filters``, ``kernel_size``, ``activation``, ...) plus two nested specs,
 ``preprocessing`` and ``augmentation``, in the format of ``core.datasets.preprocess``.
@@ -33,7 +38,7 @@ from __future__ import annotations
 import copy
 
 NUM_CLASSES = 43
-PRESET_NAMES = ("seed", "classic", "plus")
+PRESET_NAMES = ("seed", "classic", "plus", "committee")
 DEFAULT_PRESET = "seed"
 
 # The study's per-epoch validation accuracy (20 epochs) and final figures.
@@ -70,6 +75,8 @@ PRESETS: dict[str, dict] = {
         "random_blur": 0.1,
         "epoch_repeats": 1,
         "weight_averaging": 0.999,
+        "label_smoothing": 0.0,
+        "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
         "augmentation": {"rotation_degrees": 10.0},
     },
@@ -92,10 +99,12 @@ PRESETS: dict[str, dict] = {
         "random_blur": 0.0,
         "epoch_repeats": 1,
         "weight_averaging": 0.0,
+        "label_smoothing": 0.0,
+        "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "none", "blur": 0},
         "augmentation": {},
     },
-    "plus": {
+    "plus": {  # the committee preset below reuses these settings
         "epochs": 25,
         "batch_size": 128,
         "optimizer": "adam",
@@ -114,15 +123,22 @@ PRESETS: dict[str, dict] = {
         "random_blur": 0.0,
         "epoch_repeats": 1,
         "weight_averaging": 0.0,
+        "label_smoothing": 0.0,
+        "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
         "augmentation": {"rotation_degrees": 15.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1},
     },
 }
 
+# The committee: COMMITTEE_MEMBERS plus networks trained side by side, voting by averaging.
+COMMITTEE_MEMBERS = 3
+PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS}
+
 # What each setting means (the train page shows these as help texts).
 FIELD_HELP = {
     "preset": "Starting point: 'seed' reproduces the study, 'classic' is LeCun 1998 (tanh, "
-              "average pooling), 'plus' is a stronger LeNet-sized network.",
+              "average pooling), 'plus' is a stronger LeNet-sized network, 'committee' is "
+              "several plus networks voting (slower to train and to run).",
     "dataset": "Images to learn from. GTSRB is the real benchmark; synthetic signs are drawn by "
                "the app and let you try everything without downloading data.",
     "epochs": "Passes over the whole training set. More epochs fit better until the model "
@@ -150,6 +166,10 @@ FIELD_HELP = {
     "weight_averaging": "Momentum of an exponential moving average of the weights (0 = off). The "
                         "averaged weights are the ones validated and saved; 0.999 averages about "
                         "the last 1,000 steps, which smooths the noise of the last updates.",
+    "committee_size": "Networks trained side by side whose averaged vote is the answer (1 = a "
+                      "single network). Each member costs one network's training and inference time.",
+    "label_smoothing": "Share of each training target spread over all classes (0 = off). 0.1 "
+                       "keeps the network from becoming over-confident on its training images.",
     "color": "Colour or grayscale input. Signs are recognisable in grayscale, which is cheaper.",
     "equalization": "Histogram equalisation fixes dark or washed-out photos: global, or CLAHE "
                     "(adaptive, per tile).",
@@ -288,7 +308,8 @@ def build_lenet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_from_config(config: dict, num_classes: int, input_shape, augmentation=None):
+def build_from_config(config: dict, num_classes: int, input_shape, augmentation=None,
+                      name: str | None = None):
     """Builds the LeNet a resolved config describes (see ``build_lenet``)."""
     return build_lenet(
         num_classes, input_shape,
@@ -297,8 +318,50 @@ def build_from_config(config: dict, num_classes: int, input_shape, augmentation=
         batch_norm=config["batch_norm"], multi_scale=config["multi_scale"],
         dense_units=config["dense_units"], dropout=config["dropout"],
         augmentation=augmentation, random_blur=config["random_blur"], seed=config.get("seed"),
-        name=f"lenet5_{config.get('preset', 'custom')}",
+        name=name or f"lenet5_{config.get('preset', 'custom')}",
     )
+
+
+def build_committee(config: dict, num_classes: int, input_shape, make_augmentation):
+    """Builds a committee of ``config["committee_size"]`` LeNets that vote by averaging.
+
+    Every member is the network ``build_from_config`` describes, with its own initial weights,
+    its own augmentation layers (so each sees differently warped images) and its own dropout
+    seed. Both returned models share the members' layers and weights.
+
+    Args:
+        config: a resolved LeNet config with ``committee_size`` >= 2.
+        num_classes: output units of every member.
+        input_shape: (height, width, channels) of the preprocessed images.
+        make_augmentation: a function of no arguments returning a fresh augmentation layer (or
+            None), called once per member.
+
+    Returns:
+        ``(training_model, committee_model)``. The training model outputs every member's
+        probabilities as ``(batch, members, classes)`` (``losses.CommitteeCrossentropy`` trains
+        each member on its own); the committee model outputs their mean ``(batch, classes)``,
+        which is what is saved, validated and served.
+    """
+    import keras
+
+    members = int(config["committee_size"])
+    if members < 2:
+        raise ValueError(f"a committee needs committee_size >= 2, received {members!r}")
+    inputs = keras.Input(shape=tuple(int(side) for side in input_shape), name="image")
+    seed = config.get("seed")
+    outputs = []
+    for index in range(1, members + 1):
+        member_config = {**config, "seed": None if seed is None else int(seed) * 1000 + index}
+        member = build_from_config(member_config, num_classes, input_shape, make_augmentation(),
+                                   name=f"member{index}")
+        outputs.append(member(inputs))
+    rows = [keras.layers.Reshape((1, int(num_classes)), name=f"member{index}_row")(output)
+            for index, output in enumerate(outputs, start=1)]
+    stacked = keras.layers.Concatenate(axis=1, name="member_probabilities")(rows)
+    vote = keras.layers.Average(name="committee_vote")(outputs)
+    name = f"lenet5_{config.get('preset', 'custom')}"
+    return (keras.Model(inputs, stacked, name=f"{name}_members"),
+            keras.Model(inputs, vote, name=name))
 
 
 def learning_rate_schedule(config: dict, steps_per_epoch: int):
@@ -336,6 +399,33 @@ def make_optimizer(config: dict, steps_per_epoch: int):
     if config["optimizer"] == "sgd":
         return keras.optimizers.SGD(learning_rate=rate, momentum=float(config["momentum"]), **averaging)
     return keras.optimizers.Adam(learning_rate=rate, **averaging)
+
+
+def make_loss(config: dict):
+    """Sparse cross-entropy, with label smoothing when the config's ``label_smoothing`` > 0.
+
+    A committee (``committee_size`` >= 2) gets ``losses.CommitteeCrossentropy``: each member's
+    own (smoothed) cross-entropy, averaged.
+    """
+    from core.models import losses
+
+    smoothing = float(config.get("label_smoothing") or 0.0)
+    if int(config.get("committee_size") or 1) > 1:
+        return losses.CommitteeCrossentropy(smoothing)
+    if smoothing <= 0:
+        return "sparse_categorical_crossentropy"
+    return losses.SparseLabelSmoothingCrossentropy(smoothing)
+
+
+def make_metrics(config: dict) -> list:
+    """``accuracy``; for a committee, the accuracy of the members' averaged vote under that name."""
+    if int(config.get("committee_size") or 1) <= 1:
+        return ["accuracy"]
+    import keras
+
+    from core.models.losses import committee_accuracy
+
+    return [keras.metrics.MeanMetricWrapper(committee_accuracy, name="accuracy")]
 
 
 def weight_averaging_callbacks(config: dict) -> list:

@@ -8,7 +8,7 @@ import numpy as np
 # once instead of training for days. Keys not listed are bounded by MAX_INT_SETTING.
 MAX_INT_SETTING = 2**31 - 1
 MAXIMUMS = {"epochs": 1000, "head_epochs": 1000, "fine_tune_epochs": 1000, "epoch_repeats": 100,
-            "batch_size": 8192, "head_units": 65536, "image_size": 1024}
+            "batch_size": 8192, "head_units": 65536, "image_size": 1024, "committee_size": 9}
 
 
 def check_int(config: dict, key: str, minimum: int = 1, optional: bool = False,
