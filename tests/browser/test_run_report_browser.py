@@ -45,8 +45,10 @@ def test_runs_query_parameter_opens_the_report_with_a_named_gallery(page, seed_r
     results = runs.read_results(seed_run)
     class_names = results["class_names"]
     assert len(class_names) == 43 and results["misclassified"], "1 epoch leaves mistakes to show"
-    first = results["misclassified"][0]
-    expected_caption = f"{class_names[first['true']]} → {class_names[first['predicted']]}"
+    # Every caption the gallery may show first: "true → predicted" of this run's mistakes (after
+    # 1 epoch their confidences tie at a few %, and one CI run showed another mistake first).
+    expected_captions = {f"{class_names[item['true']]} → {class_names[item['predicted']]}"
+                         for item in results["misclassified"]}
     page.goto(page.app_url(f"runs?run={seed_run.name}"))
     wait_for_text(page, "Misclassified test images")
     wait_for_text(page, f"run {seed_run.name}")
@@ -54,7 +56,7 @@ def test_runs_query_parameter_opens_the_report_with_a_named_gallery(page, seed_r
     gallery.first.wait_for(state="visible")
     assert gallery.count() >= 1
     captions = page.locator("[data-testid='stImageCaption']").all_inner_texts()
-    assert expected_caption in captions[0], captions[:3]
+    assert captions[0].rsplit(" (", 1)[0] in expected_captions, captions[:3]
     names_shown = [caption for caption in captions if "→" in caption]
     assert names_shown and all(caption.split(" → ")[0] in class_names for caption in names_shown)
     assert not page.locator("[data-testid='stException']").count()
