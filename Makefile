@@ -46,7 +46,7 @@ test: $(VENV)/.dev-installed
 
 # Runs every benchmark, then lists the ones that missed their target (exit 1 if any did).
 bench: $(VENV)/.dev-installed
-	@failed=""; for script in bench/*.py; do echo "== $$script"; $(PY) $$script || failed="$$failed $$script"; done; \
+	@failed=""; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || failed="$$failed $$script"; done; \
 	if [ -n "$$failed" ]; then echo "Benchmarks that missed their target:$$failed"; exit 1; fi; \
 	echo "Every benchmark met its target."
 

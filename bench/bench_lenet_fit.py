@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,24 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from arms import add_arm_options, onednn_enabled, report_speedup, run_arm  # noqa: E402
 from bench_training_overhead import (  # noqa: E402  (same timer and options)
     make_timer, parse_lenet_bench_arguments, steady)
 
 TARGET_SPEEDUP = 1.8
 ARMS = ("plain", "job")
-ARM_FLAG = "--arm"
-PLAIN_KERNELS_FLAG = "--plain-kernels"
-PLAIN_KERNELS = ("default", "onednn")
-
-
-def onednn_enabled() -> bool | None:
-    """Whether this process's TensorFlow runs oneDNN kernels (None when TensorFlow cannot tell)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return None
 
 
 def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
@@ -86,48 +73,22 @@ def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
             "val_images": len(val_split)}
 
 
-def run_arm(arm: str, dataset: str, epochs: int, plain_kernels: str = "default") -> dict:
-    """Runs ``fit_arm`` in a child process with the arm's environment; returns its result."""
-    from core import environment
-
-    child_environment = dict(os.environ)
-    child_environment.pop(environment.ONEDNN_ENV, None)
-    if arm == "job" or plain_kernels == "onednn":
-        environment.prefer_onednn_kernels(child_environment)
-    completed = subprocess.run(
-        [sys.executable, __file__, ARM_FLAG, arm, "--dataset", dataset, "--epochs", str(epochs)],
-        env=child_environment, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(f"the {arm} arm failed:\n{completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    plain_kernels = "default"
-    if PLAIN_KERNELS_FLAG in argv:
-        index = argv.index(PLAIN_KERNELS_FLAG)
-        plain_kernels = argv[index + 1] if index + 1 < len(argv) else ""
-        if plain_kernels not in PLAIN_KERNELS:
-            print(f"{PLAIN_KERNELS_FLAG} must be one of {PLAIN_KERNELS}, received {plain_kernels!r}",
-                  file=sys.stderr)
-            return 2
-        del argv[index:index + 2]
-    if ARM_FLAG in argv:  # a child: one arm, result as the last stdout line
-        index = argv.index(ARM_FLAG)
-        arm = argv[index + 1]
-        arguments = parse_lenet_bench_arguments(__doc__.splitlines()[0],
-                                                argv[:index] + argv[index + 2:], 4, "")
-        print(json.dumps(fit_arm(arm, arguments.dataset, arguments.epochs)))
+    arguments = parse_lenet_bench_arguments(__doc__.splitlines()[0], argv, 4, "plain/job pairs to run",
+                                            add_options=lambda parser: add_arm_options(parser, ARMS))
+    if arguments.arm is not None:  # a child: one arm, result as the last stdout line
+        print(json.dumps(fit_arm(arguments.arm, arguments.dataset, arguments.epochs)))
         return 0
-    arguments = parse_lenet_bench_arguments(__doc__.splitlines()[0], argv, 4, "plain/job pairs to run")
+    child_argv = ["--dataset", arguments.dataset, "--epochs", str(arguments.epochs)]
+    plain_kernels = arguments.plain_kernels
     print(f"dataset {arguments.dataset}, seed LeNet with its augmentation, {arguments.epochs} epochs, "
           "each arm in its own process", flush=True)
     epochs = {arm: [] for arm in ARMS}
     means = {arm: [] for arm in ARMS}
     onednn = {}
     for repeat in range(arguments.repeats):
-        results = {arm: run_arm(arm, arguments.dataset, arguments.epochs, plain_kernels)
+        results = {arm: run_arm(__file__, arm, child_argv,
+                                onednn=arm == "job" or plain_kernels == "onednn")
                    for arm in ARMS}
         if repeat == 0:
             print(f"{results['job']['train_images']} train / {results['job']['val_images']} val images")
@@ -145,8 +106,7 @@ def main(argv=None) -> int:
     print(f"mean steady epoch: plain {statistics.mean(means['plain']):.2f} s, job "
           f"{statistics.mean(means['job']):.2f} s (speed-up {mean_speedup:.2f}; noisy on a shared CPU)")
     print(f"fastest steady epoch: plain {min(epochs['plain']):.2f} s, job {min(epochs['job']):.2f} s")
-    print(f"speed-up plain/job = {speedup:.2f} (target >= {TARGET_SPEEDUP})")
-    return 0 if speedup >= TARGET_SPEEDUP else 1
+    return report_speedup(speedup, TARGET_SPEEDUP)
 
 
 if __name__ == "__main__":

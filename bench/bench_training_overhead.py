@@ -56,8 +56,16 @@ def steady(seconds: list[float]) -> float:
     return statistics.mean(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def parse_lenet_bench_arguments(description: str, argv, default_epochs: int, repeats_help: str):
+def parse_lenet_bench_arguments(description: str, argv, default_epochs: int, repeats_help: str,
+                                add_options=None):
     """The LeNet benches' shared options; ``--dataset auto`` becomes gtsrb when it is installed.
+
+    Args:
+        description: the parser's description.
+        argv: the arguments to parse (None: ``sys.argv[1:]``).
+        default_epochs: the ``--epochs`` default.
+        repeats_help: what ``--repeats`` repeats.
+        add_options: called with the parser to add a bench's own options, or None.
 
     Returns:
         The parsed arguments, with ``dataset`` resolved to a dataset name.
@@ -66,6 +74,8 @@ def parse_lenet_bench_arguments(description: str, argv, default_epochs: int, rep
     parser.add_argument("--dataset", choices=("auto", "gtsrb", "synthetic-signs"), default="auto")
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--repeats", type=int, default=1, help=repeats_help)
+    if add_options is not None:
+        add_options(parser)
     arguments = parser.parse_args(argv)
     if arguments.dataset == "auto":
         from core.datasets import registry

@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import paths, runs, transferability
+from core import environment, paths, runs, transferability
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -567,6 +567,7 @@ def _synthetic_only_command(arguments, started: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
+    environment.prefer_onednn_kernels()  # before anything imports TensorFlow
     arguments = build_parser().parse_args(argv)
     if arguments.command == transferability.COMMAND:
         return transferability.main(arguments)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import runs
+from core import environment, runs
 
 FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -517,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the export command line; returns the exit status."""
+    environment.prefer_onednn_kernels()  # before anything imports TensorFlow
     arguments = build_parser().parse_args(argv)
     try:
         path = export_model(arguments.run, arguments.format, quantize=arguments.quantize or "none",

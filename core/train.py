@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 
+from core import environment
 from core.models.lenet import PRESETS
 from core.training.families import MODEL_NAMES
 from core.training.trainer import DISTRIBUTE_OPTIONS
@@ -114,6 +115,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
+    environment.prefer_onednn_kernels()  # before anything imports TensorFlow
     parser = build_parser()
     arguments = parser.parse_args(argv)
     from core import jobs, runs, worker

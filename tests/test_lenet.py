@@ -220,6 +220,37 @@ def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
         lenet_family.resolve_config({"model": "lenet5", "label_smoothing": 1.0})
 
 
+def test_mirrored_signs_are_flipped_and_relabelled_by_the_sign_tables():
+    from core.datasets import signs
+
+    # One 2x3 image per class, each pixel unique, so every flip is checkable exactly.
+    images = np.arange(43 * 2 * 3).reshape(43, 2, 3, 1)
+    labels = np.arange(43)
+    extra_images, extra_labels = signs.mirrored_signs(images, labels)
+    horizontal = sorted(signs.HORIZONTAL_MIRROR)
+    expected_labels = ([signs.HORIZONTAL_MIRROR[class_id] for class_id in horizontal]
+                       + list(signs.VERTICAL_MIRROR_SELF) + list(signs.HALF_TURN_SELF))
+    assert extra_labels.tolist() == expected_labels
+    assert extra_labels.tolist()[horizontal.index(38)] == 39  # keep right mirrored is keep left
+    count = len(horizontal)
+    np.testing.assert_array_equal(extra_images[:count], images[horizontal][:, :, ::-1])
+    np.testing.assert_array_equal(extra_images[count:count + 5],
+                                  images[list(signs.VERTICAL_MIRROR_SELF)][:, ::-1])
+    np.testing.assert_array_equal(extra_images[count + 5:],
+                                  images[list(signs.HALF_TURN_SELF)][:, ::-1, ::-1])
+    # Every mirror pair goes both ways; no speed-limit digits are mirrored left-right.
+    assert all(signs.HORIZONTAL_MIRROR[mirror] == class_id
+               for class_id, mirror in signs.HORIZONTAL_MIRROR.items())
+    assert not set(signs.SPEED_LIMITS) & set(signs.HORIZONTAL_MIRROR)
+    with pytest.raises(ValueError, match="one label each"):
+        signs.mirrored_signs(images, labels[:3])
+    assert lenet_family.resolve_config({"model": "lenet5"})["mirror_signs"] is False
+    with pytest.raises(ValueError, match="mirror_signs must be true or false"):
+        lenet_family.resolve_config({"model": "lenet5", "mirror_signs": "yes"})
+    with pytest.raises(ValueError, match="mirror_signs needs the 43 GTSRB classes"):
+        lenet_family._with_mirrored_signs(images[:2], labels[:2], ("cat", "dog"))
+
+
 def test_committee_members_vote_by_averaging_and_learn_a_tiny_task(tmp_path):
     import keras
 

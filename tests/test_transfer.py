@@ -143,6 +143,52 @@ def test_bottleneck_cache_computes_once_and_rotates_augmented_copies(isolated_ro
         data.on_epoch_end()
 
 
+def test_augmented_copies_come_from_one_compiled_call_and_are_really_augmented():
+    # With a flip-only augmentation each copy of an image must be the clean features of either
+    # the image or its mirror image: an exact check that the augmentation ran (in training mode,
+    # inside predict) and that nothing else changed the images.
+    flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=2)], name="augmentation")
+    model = transfer.build_transfer_model(2, image_size=IMAGE_SIZE, head=transfer.POOLING_HEAD,
+                                          augmentation=flip)
+    images = np.random.default_rng(4).integers(0, 256, (8, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    extractor = transfer.feature_extractor(model)
+    clean = bottleneck.compute_features(extractor, images)[0].astype("float32")
+    mirrored = bottleneck.compute_features(extractor, images[:, :, ::-1])[0].astype("float32")
+    assert np.abs(clean - mirrored).max() > 1e-3  # the mirror image gives other features
+    copies = bottleneck.compute_features(extractor, images, augmentation=flip, copies=3,
+                                         batch_size=4).astype("float32")
+    assert copies.shape == (3, 8, 1, 1, 512)
+    tolerance = 1e-2 * max(1.0, float(np.abs(clean).max()))
+    was_mirrored = []
+    for copy in copies:
+        for index, features in enumerate(copy):
+            is_clean = np.abs(features - clean[index]).max() <= tolerance
+            is_mirrored = np.abs(features - mirrored[index]).max() <= tolerance
+            assert is_clean or is_mirrored
+            was_mirrored.append(is_mirrored and not is_clean)
+    assert 0 < sum(was_mirrored) < len(was_mirrored)  # some flipped, some not (fixed seed)
+
+
+def test_pooled_features_train_the_same_head_as_feature_maps():
+    model = transfer.build_transfer_model(3, image_size=64, head=transfer.POOLING_HEAD)
+    assert transfer.pools_features(model)
+    images = np.random.default_rng(5).integers(0, 256, (4, 64, 64, 3)).astype("float32")
+    maps = transfer.feature_extractor(model).predict_on_batch(images)
+    pooled = transfer.feature_extractor(model, pooled=True).predict_on_batch(images)
+    assert maps.shape == (4, 2, 2, 512) and pooled.shape == (4, 512)
+    np.testing.assert_allclose(pooled, maps.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    head = transfer.head_model(model, pooled=True)
+    assert head.input_shape == (None, 512) and "head_pooling" not in [layer.name for layer in head.layers]
+    np.testing.assert_allclose(head.predict_on_batch(pooled), model.predict_on_batch(images),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(transfer.head_model(model).predict_on_batch(maps),
+                               model.predict_on_batch(images), rtol=1e-5, atol=1e-6)
+    flatten_model = transfer.build_transfer_model(3, image_size=64)
+    assert not transfer.pools_features(flatten_model)
+    with pytest.raises(ValueError, match="pooled=True needs a model whose head starts with global pooling"):
+        transfer.feature_extractor(flatten_model, pooled=True)
+
+
 def test_resolve_config_fills_the_study_defaults_and_validates(tmp_path):
     resolved = family.resolve_config({"model": "vgg16"})
     expected = {"strategy": "feature-extraction", "dataset": "dogs-vs-cats", "weights": "imagenet",

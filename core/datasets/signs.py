@@ -72,3 +72,47 @@ def family(class_id: int) -> str:
         if class_id in members:
             return name
     return "other"
+
+
+# Mirror images that are signs too (Staravoitau 2017's class-aware flips for GTSRB): a
+# left-right mirror of these classes is the same sign, or its partner ("keep right" mirrored is
+# "keep left"); an upside-down copy of VERTICAL_MIRROR_SELF is the same sign, and so is a
+# half-turn of HALF_TURN_SELF.
+HORIZONTAL_MIRROR = {
+    **{class_id: class_id for class_id in (11, 12, 13, 15, 17, 18, 22, 26, 30, 35)},
+    19: 20, 20: 19, 33: 34, 34: 33, 36: 37, 37: 36, 38: 39, 39: 38,
+}
+VERTICAL_MIRROR_SELF = (1, 5, 12, 15, 17)
+HALF_TURN_SELF = (32, 40)
+
+
+def mirrored_signs(images, labels):
+    """The extra training images that mirroring GTSRB signs gives, with their classes.
+
+    Args:
+        images: (N, height, width, channels) array of signs, class ids in ``labels``.
+        labels: (N,) GTSRB class ids.
+
+    Returns:
+        ``(extra_images, extra_labels)``: left-right mirrors of ``HORIZONTAL_MIRROR``'s classes
+        (labelled with their mirror class), upside-down copies of ``VERTICAL_MIRROR_SELF`` and
+        half-turns of ``HALF_TURN_SELF``, in that order.
+    """
+    import numpy as np
+
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"images must be (N, height, width, channels) with one label each, "
+                         f"received images {images.shape} and labels {labels.shape}")
+    horizontal = np.isin(labels, list(HORIZONTAL_MIRROR))
+    vertical = np.isin(labels, VERTICAL_MIRROR_SELF)
+    half_turn = np.isin(labels, HALF_TURN_SELF)
+    mirror_of = np.arange(max(NUM_CLASSES, int(labels.max(initial=0)) + 1))
+    for class_id, mirror in HORIZONTAL_MIRROR.items():
+        mirror_of[class_id] = mirror
+    extra_images = np.concatenate([images[horizontal][:, :, ::-1], images[vertical][:, ::-1],
+                                   images[half_turn][:, ::-1, ::-1]])
+    extra_labels = np.concatenate([mirror_of[labels[horizontal]], labels[vertical],
+                                   labels[half_turn]]).astype(labels.dtype)
+    return extra_images, extra_labels

@@ -194,3 +194,26 @@ class RandomAffine(keras.layers.Layer):
                       shear_degrees=self.shear_degrees, perspective=self.perspective,
                       fill_mode=self.fill_mode, interpolation=self.interpolation, seed=self.seed)
         return config
+
+
+class TrainingModeWrapper(keras.layers.Layer):
+    """Calls the wrapped layer with ``training=True`` always, also inside ``predict``.
+
+    Keras runs ``predict`` in inference mode, where augmentation layers pass images through. The
+    bottleneck cache (``core.training.bottleneck.compute_features``) wants augmented copies from
+    one compiled ``predict_on_batch`` call (augmentation + frozen base in one graph), so it wraps
+    the augmentation in this. Not registered for saving: it only lives inside throwaway models.
+
+    Args:
+        layer: the layer to call in training mode (e.g. an augmentation ``keras.Sequential``).
+    """
+
+    def __init__(self, layer: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        return self.layer(inputs, training=True)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)

@@ -77,6 +77,7 @@ PRESETS: dict[str, dict] = {
         "epoch_repeats": 1,
         "weight_averaging": 0.999,
         "label_smoothing": 0.0,
+        "mirror_signs": False,
         "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
         "augmentation": {"rotation_degrees": 10.0},
@@ -101,6 +102,7 @@ PRESETS: dict[str, dict] = {
         "epoch_repeats": 1,
         "weight_averaging": 0.0,
         "label_smoothing": 0.0,
+        "mirror_signs": False,
         "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "none", "blur": 0},
         "augmentation": {},
@@ -125,6 +127,7 @@ PRESETS: dict[str, dict] = {
         "epoch_repeats": 1,
         "weight_averaging": 0.0,
         "label_smoothing": 0.0,
+        "mirror_signs": False,
         "committee_size": 1,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
         "augmentation": {"rotation_degrees": 15.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1},
@@ -171,6 +174,8 @@ FIELD_HELP = {
                       "single network). Each member costs one network's training and inference time.",
     "label_smoothing": "Share of each training target spread over all classes (0 = off). 0.1 "
                        "keeps the network from becoming over-confident on its training images.",
+    "mirror_signs": "Adds mirror images that are signs too to the training set: a mirrored "
+                    "'keep right' is 'keep left', a mirrored 'yield' is 'yield' (GTSRB classes only).",
     "color": "Colour or grayscale input. Signs are recognisable in grayscale, which is cheaper.",
     "equalization": "Histogram equalisation fixes dark or washed-out photos: global, or CLAHE "
                     "(adaptive, per tile).",

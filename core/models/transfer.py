@@ -236,23 +236,61 @@ def unfreeze_top_blocks(model: keras.Model, backbone: str, num_blocks: int) -> l
     return unfrozen
 
 
-def feature_extractor(model: keras.Model) -> keras.Model:
+def pools_features(model: keras.Model) -> bool:
+    """Whether ``model``'s head starts with global average pooling (``head="pooling"``).
+
+    Pooling has no weights, so such a head can train on pooled bottleneck features (one vector
+    per image) instead of the base's feature maps, with the same result.
+    """
+    return _head_input_layer(model).name == HEAD_INPUT_NAMES[POOLING_HEAD]
+
+
+def _check_pooled(model: keras.Model, pooled: bool) -> None:
+    if pooled and not pools_features(model):
+        raise ValueError(f"pooled=True needs a model whose head starts with global pooling "
+                         f"({HEAD_INPUT_NAMES[POOLING_HEAD]!r}); model {model.name!r} starts its "
+                         f"head with {_head_input_layer(model).name!r}")
+
+
+def feature_extractor(model: keras.Model, *, pooled: bool = False) -> keras.Model:
     """The model from its input to the bottleneck features (the input of the head).
 
     Augmentation layers inside are inactive at inference, so ``predict`` gives clean features.
+
+    Args:
+        model: a transfer model from ``build_transfer_model``.
+        pooled: end after the head's global pooling layer (one vector per image) instead of at
+            the base's feature maps; only for a pooling head (``pools_features``).
+
+    Returns:
+        A model sharing ``model``'s layers.
     """
-    return keras.Model(model.inputs, _head_input_layer(model).input, name=f"{model.name}_features")
+    _check_pooled(model, pooled)
+    layer = _head_input_layer(model)
+    return keras.Model(model.inputs, layer.output if pooled else layer.input,
+                       name=f"{model.name}_{'pooled_' if pooled else ''}features")
 
 
-def head_model(model: keras.Model) -> keras.Model:
+def head_model(model: keras.Model, *, pooled: bool = False) -> keras.Model:
     """A model from bottleneck features to predictions that shares ``model``'s head layers.
 
     Training it trains the full model's head (same layer objects, same variables).
+
+    Args:
+        model: a transfer model from ``build_transfer_model``.
+        pooled: take pooled features (what ``feature_extractor(model, pooled=True)`` gives) and
+            skip the head's pooling layer; only for a pooling head.
+
+    Returns:
+        The head as its own model.
     """
-    feature_shape = tuple(_head_input_layer(model).input.shape[1:])
+    _check_pooled(model, pooled)
+    layers = head_layers(model)
+    first = layers.pop(0) if pooled else layers[0]
+    feature_shape = tuple((first.output if pooled else first.input).shape[1:])
     inputs = keras.Input(feature_shape, name="features")
     tensor = inputs
-    for layer in head_layers(model):
+    for layer in layers:
         tensor = layer(tensor)
     return keras.Model(inputs, tensor, name=f"{model.name}_head")
 

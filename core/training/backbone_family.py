@@ -427,14 +427,17 @@ def _fit_head_on_bottleneck(context, model, train_split, val_split, fingerprint:
     augmentation = None
     if support.augmentation_enabled(config["augmentation"]):
         augmentation = model.get_layer(transfer.AUGMENTATION_NAME)
+    # A pooling head caches one vector per image instead of the base's feature maps (49x less
+    # for MobileNets at 224 px); pooling has no weights, so the head trains the same.
+    pooled = transfer.pools_features(model)
     key = bottleneck.cache_key(
         weights_fingerprint=fingerprint, dataset=config["dataset"], image_size=config["image_size"],
         copies=copies, backbone=config["model"],
         settings={key: config.get(key) for key in ("preprocessing", "augmentation", "train_size",
                                                   "valid_size", "classes", "labels_per_class",
-                                                  "seed", "head")},
+                                                  "seed", "head")} | {"pooled": pooled},
     )
-    extractor = transfer.feature_extractor(model)
+    extractor = transfer.feature_extractor(model, pooled=pooled)
 
     def progress_for(split_name: str, count: int):
         suffix = f" x {copies} augmented copies" if split_name == "train" and copies > 1 else ""
@@ -463,7 +466,7 @@ def _fit_head_on_bottleneck(context, model, train_split, val_split, fingerprint:
                         train_features.shape, "hit" if train_info["hit"] else "computed",
                         train_info["seconds"], val_features.shape,
                         "hit" if val_info["hit"] else "computed", val_info["seconds"])
-    head = transfer.head_model(model)
+    head = transfer.head_model(model, pooled=pooled)
     with context.scope():
         support.compile_classifier(head, _optimizer(config, config["learning_rate"]))
     data = bottleneck.make_rotating_features(train_features, train_split.labels,

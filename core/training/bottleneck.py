@@ -8,13 +8,19 @@ epoch tens to hundreds of times cheaper on a CPU (``bench/bench_bottleneck.py`` 
 Augmentation changes the input every epoch, so it cannot be cached as such. With augmentation
 on, ``copies`` (K) augmented versions of every training image are precomputed, and epoch ``e``
 trains on copy ``e mod K`` (``RotatingFeatures``): each epoch still sees N images, and the head
-sees K different augmentations of each. Validation and test features are computed once without
-augmentation (Keras augmentation layers are inactive at inference anyway).
+sees K different augmentations of each. The augmentation runs in training mode inside the same
+compiled ``predict_on_batch`` call as the base (``layers.TrainingModeWrapper``), not eagerly
+before it. Validation and test features are computed once without augmentation (Keras
+augmentation layers are inactive at inference anyway).
 
 Cache layout: ``<data root>/cache/bottleneck/<backbone>-<dataset>-<S>px-k<K>-<hash>/`` with
-``<split>.npy`` (float16, shape (K, N, h, w, c)), ``<split>-labels.npy`` and ``meta.json``. The
+``<split>.npy`` (float16, shape (K, N, h, w, c), or (K, N, c) for a pooling head, whose
+features are cached after its global pooling), ``<split>-labels.npy`` and ``meta.json``. The
 hash covers the backbone weights' fingerprint, dataset, image size, K, preprocessing,
-augmentation spec and subset settings, so any change gives a new folder.
+augmentation spec, head and pooling, and subset settings, so any change gives a new folder.
+
+``bench/bench_feature_extraction.py`` measures this path against the old one (eager
+augmentation, feature maps cached, TensorFlow's default kernels).
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ def compute_features(extractor, images: np.ndarray, *, augmentation=None, copies
     Args:
         extractor: a Keras model from images to features (frozen base).
         images: uint8 array (N, S, S, C).
-        augmentation: a Keras layer called with ``training=True`` before the extractor, or None.
+        augmentation: a Keras layer called with ``training=True`` before the extractor (in the
+            same compiled call), or None.
         copies: K; must be 1 without augmentation.
         batch_size: images per forward pass.
         progress: ``progress(batches_done, batches_total)``.
@@ -91,8 +98,15 @@ def compute_features(extractor, images: np.ndarray, *, augmentation=None, copies
     """
     import keras
 
+    from core.models.layers import TrainingModeWrapper
+
     if augmentation is None and copies != 1:
         raise ValueError(f"copies must be 1 without augmentation, received {copies}")
+    model = extractor
+    if augmentation is not None:  # augmentation and base in one compiled predict call
+        inputs = keras.Input(tuple(extractor.inputs[0].shape[1:]), name="image")
+        augmented = TrainingModeWrapper(augmentation, name="augmentation_in_training_mode")(inputs)
+        model = keras.Model(inputs, extractor(augmented), name=f"{extractor.name}_augmented")
     count = len(images)
     feature_shape = tuple(int(dim) for dim in extractor.outputs[0].shape[1:])
     output = np.empty((copies, count) + feature_shape, dtype=FEATURE_DTYPE)
@@ -104,9 +118,7 @@ def compute_features(extractor, images: np.ndarray, *, augmentation=None, copies
             if should_stop is not None and should_stop():
                 raise InterruptedError("feature extraction cancelled")
             batch = np.asarray(images[start:start + batch_size], dtype="float32")
-            if augmentation is not None:
-                batch = keras.ops.convert_to_numpy(augmentation(batch, training=True))
-            output[copy, start:start + len(batch)] = np.asarray(extractor.predict_on_batch(batch))
+            output[copy, start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -16,6 +16,10 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
 * ``weight_averaging``: momentum of an exponential moving average of the weights, in [0, 1)
   (0 = off); the average is what is validated and saved (the seed preset uses 0.999);
 * ``label_smoothing``: share of each training target spread over all classes, in [0, 1) (0 = off);
+* ``mirror_signs``: add the mirror images that are signs too (``core.datasets.signs.
+  mirrored_signs``: left-right mirrors of symmetric signs and of mirror pairs such as keep
+  right/keep left, upside-down and half-turned copies of a few) to the training set; the
+  43 GTSRB classes only (gtsrb, synthetic-signs);
 * ``committee_size``: networks trained side by side that vote by averaging (1 = one network; the
   ``committee`` preset uses several, see ``lenet.build_committee``);
 * ``seed`` (0) and ``distribute`` (none | mirrored).
@@ -132,7 +136,7 @@ def resolve_config(config: dict) -> dict:
     _check_number(resolved, "random_blur", 0.0, 1.0)
     _check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
     _check_number(resolved, "label_smoothing", 0.0, 1.0, high_open=True)
-    for key in ("batch_norm", "multi_scale"):
+    for key in ("batch_norm", "multi_scale", "mirror_signs"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")
     _int_list(resolved, "conv_filters")
@@ -183,6 +187,17 @@ def compile_lenet(model, config: dict, steps_per_epoch: int,
                   steps_per_execution=int(steps_per_execution))
 
 
+def _with_mirrored_signs(images, labels, class_names):
+    """The training arrays plus ``signs.mirrored_signs``' extra images."""
+    from core.datasets import signs
+
+    if tuple(class_names) != signs.CLASS_NAMES:
+        raise ValueError("mirror_signs needs the 43 GTSRB classes (datasets gtsrb or synthetic-signs), "
+                         f"received {len(class_names)} classes starting {list(class_names[:3])}")
+    extra_images, extra_labels = signs.mirrored_signs(images, labels)
+    return np.concatenate([images, extra_images]), np.concatenate([labels, extra_labels])
+
+
 def train(context) -> None:
     """Loads the data, builds and fits the LeNet, then writes ``results.json``.
 
@@ -209,6 +224,9 @@ def train(context) -> None:
     batch_size = config["batch_size"]
     repeats = config["epoch_repeats"]
     train_images, train_labels = train_split.images, train_split.labels
+    if config["mirror_signs"]:
+        train_images, train_labels = _with_mirrored_signs(train_images, train_labels, class_names)
+        logger.info("Mirrored signs: %d extra training images", len(train_labels) - len(train_split))
     if repeats > 1:  # each copy is augmented afresh in the graph: a larger training set per epoch
         train_images = np.concatenate([train_images] * repeats)
         train_labels = np.concatenate([train_labels] * repeats)
