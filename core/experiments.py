@@ -40,8 +40,6 @@ Everything runs in the foreground through the same code path as the UI's jobs
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import secrets
 import sys
 import time
@@ -121,24 +119,6 @@ def _check_labels_per_class(labels_per_class) -> int:
     if isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int) or labels_per_class < 1:
         raise ValueError(f"labels_per_class must be a positive int, received {labels_per_class!r}")
     return labels_per_class
-
-
-@contextlib.contextmanager
-def _runs_root_environment(runs_root):
-    """Points ``TLLAB_RUNS_DIR`` at ``runs_root`` meanwhile (the family resolves ``source_run``
-    against the default runs root; a worker subprocess gets the same variable)."""
-    if runs_root is None:
-        yield
-        return
-    previous = os.environ.get(paths.RUNS_DIR_ENV)
-    os.environ[paths.RUNS_DIR_ENV] = str(paths.runs_dir(runs_root))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(paths.RUNS_DIR_ENV, None)
-        else:
-            os.environ[paths.RUNS_DIR_ENV] = previous
 
 
 def target_configs(source: str, labels_per_class: int, source_run: str | Path, *,
@@ -273,14 +253,13 @@ def run_few_shot(source: str, labels_per_class: int, runs_root=None, *,
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     _check_source(source)
     _check_labels_per_class(labels_per_class)
-    with _runs_root_environment(runs_root):
-        source_dir = _source_run(source, runs_root, source_epochs, options.get("seed", 0), log)
-        scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
-        log(f"Scratch arm: {labels_per_class} labelled images per class, {scratch['epochs']} epochs")
-        scratch_dir = _run_foreground(scratch, runs_root, log)
-        log(f"Transfer arm ({transfer['strategy']}): same data and epochs, layers copied from "
-            f"{source_dir.name}")
-        transfer_dir = _run_foreground(transfer, runs_root, log)
+    source_dir = _source_run(source, runs_root, source_epochs, options.get("seed", 0), log)
+    scratch, transfer = target_configs(source, labels_per_class, source_dir, **options)
+    log(f"Scratch arm: {labels_per_class} labelled images per class, {scratch['epochs']} epochs")
+    scratch_dir = _run_foreground(scratch, runs_root, log)
+    log(f"Transfer arm ({transfer['strategy']}): same data and epochs, layers copied from "
+        f"{source_dir.name}")
+    transfer_dir = _run_foreground(transfer, runs_root, log)
     return source_dir, scratch_dir, transfer_dir
 
 
@@ -297,11 +276,12 @@ def _source_run(source: str, runs_root, source_epochs, seed: int, log) -> Path:
 REAL_SPLITS = ("test", "val")
 
 
-def score_on_real(run_dir, splits=REAL_SPLITS) -> dict:
+def score_on_real(run_dir, splits=REAL_SPLITS, runs_root=None) -> dict:
     """Accuracy of a synthetic-signs run on real GTSRB images (all 43 classes).
 
     The synthetic classes are GTSRB's ids in order, so the model's outputs are GTSRB labels.
-    Splits that are not installed are skipped.
+    Splits that are not installed are skipped. ``runs_root`` is the run's runs root (default
+    ``core.paths.runs_dir()``).
 
     Returns:
         ``{"real_<split>_accuracy": float, "real_<split>_images": int}`` per split scored.
@@ -311,7 +291,7 @@ def score_on_real(run_dir, splits=REAL_SPLITS) -> dict:
     from core import datasets
     from core.predictor import Predictor
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, runs_root)
     scores = {}
     for split in splits:
         try:
@@ -333,9 +313,8 @@ def run_synthetic_only(runs_root=None, *, source_epochs: int | None = None, seed
         ``(source_dir, scores)`` (see ``score_on_real``).
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    with _runs_root_environment(runs_root):
-        source_dir = _source_run("synthetic-signs", runs_root, source_epochs, seed, log)
-        scores = score_on_real(source_dir)
+    source_dir = _source_run("synthetic-signs", runs_root, source_epochs, seed, log)
+    scores = score_on_real(source_dir, runs_root=runs_root)
     if not scores:
         raise RuntimeError("GTSRB is not installed: nothing real to score the synthetic-only model on")
     results = runs.read_results(source_dir) or {}

@@ -144,7 +144,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
 
     settings = dict(config)
     depends_on = _check_depends_on(settings.pop(DEPENDS_ON_KEY, None), runs_root)
-    resolved = family_module(str(config["model"])).resolve_config(settings)
+    resolved = family_module(str(config["model"])).resolve_config(settings, runs_root)
     if depends_on:
         resolved[DEPENDS_ON_KEY] = depends_on
     return resolved

@@ -382,27 +382,30 @@ def summarize_run(run_dir: str | os.PathLike) -> RunSummary:
     return summary
 
 
-def list_runs(runs_root: str | os.PathLike | None = None) -> list[RunSummary]:
-    """Lists every run folder under the runs root, newest first; broken folders are included.
+def run_folders(root: str | os.PathLike) -> list[Path]:
+    """The run folders directly in ``root``, in name order.
 
     Hidden folders (starting with ``.``) are internal (queue slots) and skipped, and so are
-    symbolic links (``run_path`` refuses them when they lead out of the runs root).
+    symbolic links (``run_path`` refuses them when they lead out of the runs root). Every scan
+    of a runs root (``list_runs``, ``run_statuses``) goes through this one filter.
     """
-    root = paths.runs_dir(runs_root)
-    summaries = [
-        summarize_run(entry)
-        for entry in root.iterdir()
-        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")
-    ]
+    return sorted(entry for entry in Path(root).iterdir()
+                  if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."))
+
+
+def list_runs(runs_root: str | os.PathLike | None = None) -> list[RunSummary]:
+    """Lists every run folder under the runs root (``run_folders``), newest first; broken
+    folders are included."""
+    summaries = [summarize_run(entry) for entry in run_folders(paths.runs_dir(runs_root))]
     summaries.sort(key=lambda summary: (summary.created_at or "", summary.run_id), reverse=True)
     return summaries
 
 
 def run_statuses(root: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
-    """Each run folder directly in ``root`` with its ``status.json``, in name order.
+    """Each run folder directly in ``root`` (``run_folders``) with its ``status.json``, in name order.
 
-    Hidden folders (starting with ``.``: queue slots) and folders whose status cannot be read
-    are passed over; each status is read when the caller reaches its folder.
+    Folders whose status cannot be read are passed over; each status is read when the caller
+    reaches its folder.
 
     Args:
         root: the runs root (callers pass ``paths.runs_dir(...)`` or a run's parent folder).
@@ -410,9 +413,7 @@ def run_statuses(root: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
     Yields:
         ``(run folder, status dict)`` pairs.
     """
-    for entry in sorted(Path(root).iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
+    for entry in run_folders(root):
         try:
             current = read_status(entry)
         except (RunError, OSError):

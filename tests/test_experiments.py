@@ -215,10 +215,12 @@ def test_synthetic_only_scores_the_source_on_real_gtsrb(tiny_gtsrb, isolated_roo
     assert found == source_dir
     assert 0.0 <= scores["real_val_accuracy"] <= 1.0 and scores["real_val_images"] > 0
     assert runs.read_results(source_dir)["real_val_accuracy"] == scores["real_val_accuracy"]
-    # While the experiment runs, the family resolves source_run against its runs root.
-    with experiments._runs_root_environment(other_root):
-        scratch, _ = experiments.target_configs("synthetic-signs", 10, source_dir)
-        assert lenet_transfer_family.resolve_config(scratch)["source_run"] == str(source_dir)
+    # The family resolves source_run against the runs root it is given, not $TLLAB_RUNS_DIR.
+    scratch, _ = experiments.target_configs("synthetic-signs", 10, source_dir)
+    assert lenet_transfer_family.resolve_config(scratch, other_root)["source_run"] == str(source_dir)
+    with pytest.raises(ValueError):
+        lenet_transfer_family.resolve_config(scratch)  # outside the default runs root
+    assert jobs.resolve_config(scratch, other_root)["source_run"] == str(source_dir)
     rows = experiments.synthetic_only_results(runs.list_runs(other_root))
     assert [row["run_id"] for row in rows] == [source_dir.name]
     assert rows[0]["real_val_accuracy"] == scores["real_val_accuracy"]

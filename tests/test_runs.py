@@ -173,7 +173,10 @@ def test_run_path_is_contained_in_the_runs_root(isolated_roots, tmp_path, monkey
     with pytest.raises(ValueError, match="outside the runs root"):
         runs.delete_run(outside)
     assert (outside / runs.CONFIG_FILE).exists()
-    assert [summary.run_id for summary in runs.list_runs()] == [run_dir.name]  # the link is skipped
+    (outside / runs.STATUS_FILE).write_text('{"state": "RUNNING"}')
+    # Both scans of the runs root skip the link (the job queue must not count its "run").
+    assert [summary.run_id for summary in runs.list_runs()] == [run_dir.name]
+    assert [folder.name for folder, _ in runs.run_statuses(root)] == [run_dir.name]
     runs.delete_run(run_dir.name)
     assert not run_dir.exists()
 

@@ -56,6 +56,8 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from core.validation import number_in_range
+
 DEFAULT_PREPROCESSING = {"image_size": 32, "color": "rgb", "equalization": "none", "blur": 0}
 DEFAULT_AUGMENTATION = {
     "rotation_degrees": 0.0,
@@ -148,12 +150,7 @@ def resolve_augmentation(spec: dict | None = None) -> dict:
     for key, upper in (("rotation_degrees", 180.0), ("shift", 0.99), ("zoom", 0.99),
                        ("shear_degrees", 60.0), ("perspective", 0.4), ("brightness", 1.0),
                        ("contrast", 1.0)):
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-            0 <= value <= upper
-        ):
-            raise ValueError(f"augmentation {key} must be a number in [0, {upper}], received {value!r}")
-        resolved[key] = float(value)
+        resolved[key] = number_in_range(f"augmentation {key}", resolved[key], 0, upper)
     flip = resolved["flip"]
     if flip in (None, False):
         flip = "none"

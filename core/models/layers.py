@@ -10,6 +10,8 @@ import math
 import keras
 from keras import ops
 
+from core.validation import number_in_range
+
 PACKAGE = "tllab"
 
 
@@ -119,12 +121,7 @@ class RandomAffine(keras.layers.Layer):
                   "shear_degrees": shear_degrees, "perspective": perspective}
         for key, value in values.items():
             low, high, high_open = self.LIMITS[key]
-            inside = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                low <= float(value) < high if high_open else low <= float(value) <= high)
-            if not inside:
-                bracket = ")" if high_open else "]"
-                raise ValueError(f"{key} must be a number in [{low}, {high}{bracket}, received {value!r}")
-            setattr(self, key, float(value))
+            setattr(self, key, number_in_range(key, value, low, high, high_open=high_open))
         if fill_mode not in self.FILL_MODES:
             raise ValueError(f"fill_mode must be one of {self.FILL_MODES}, received {fill_mode!r}")
         if interpolation not in self.INTERPOLATIONS:

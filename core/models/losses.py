@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from core.validation import number_in_range
+
 PACKAGE = "tllab"
 
 
@@ -25,10 +27,8 @@ class SparseLabelSmoothingCrossentropy(keras.losses.Loss):
     def __init__(self, label_smoothing: float = 0.1, name: str = "sparse_label_smoothing_crossentropy",
                  **kwargs):
         super().__init__(name=name, **kwargs)
-        valid = isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
-        if not valid or not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), received {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = number_in_range("label_smoothing", label_smoothing, 0.0, 1.0,
+                                               high_open=True)
 
     def call(self, y_true, y_pred):
         num_classes = int(y_pred.shape[-1])

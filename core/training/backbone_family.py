@@ -105,11 +105,13 @@ def defaults_for(backbone: str) -> dict:
 
 # --- config -------------------------------------------------------------------------------------
 
-def resolve_config(config: dict) -> dict:
+def resolve_config(config: dict, runs_root=None) -> dict:
     """Fills every default and validates a backbone transfer config.
 
     Args:
         config: at least ``{"model": "vgg16"}`` (or ``mobilenetv2`` / ``mobilenet``).
+        runs_root: the runs root holding a ``weights="run:<id>"`` source (default
+            ``core.paths.runs_dir()``).
 
     Returns:
         The complete config stored in ``config.json``.
@@ -135,7 +137,7 @@ def resolve_config(config: dict) -> dict:
     resolved["model"] = backbone
     _check_settings(resolved, config)
     _resolve_strategy(resolved)
-    _resolve_weights(resolved, config)
+    _resolve_weights(resolved, config, runs_root)
     _resolve_augmentation(resolved)
     from core.datasets import preprocess
 
@@ -198,7 +200,7 @@ def _resolve_strategy(resolved: dict) -> None:
                          f"received {resolved['fine_tune_epochs']}")
 
 
-def _resolve_weights(resolved: dict, config: dict) -> None:
+def _resolve_weights(resolved: dict, config: dict, runs_root=None) -> None:
     """Parses ``weights``; records the file, its sha256 and the width it fixes."""
     from core import weights as weights_store
 
@@ -221,7 +223,7 @@ def _resolve_weights(resolved: dict, config: dict) -> None:
     resolved["weights"] = choice.as_setting()
     found_alpha = module.DEFAULT_ALPHA
     if choice.kind == "run":
-        resolved["source_run_dir"] = str(_source_run_dir(choice.run))
+        resolved["source_run_dir"] = str(_source_run_dir(choice.run, runs_root))
     elif choice.kind == "imagenet":
         entry = weights_store.installed(backbone)
         if entry:
@@ -263,11 +265,11 @@ def _resolve_augmentation(resolved: dict) -> None:
                          f"received {resolved['bottleneck_copies']}")
 
 
-def _source_run_dir(run) -> Path:
+def _source_run_dir(run, runs_root=None) -> Path:
     """Resolves a source run and checks it can serve as a backbone."""
     from core import runs
 
-    run_dir = runs.run_path(run)
+    run_dir = runs.run_path(run, runs_root)
     if not (run_dir / runs.MODEL_FILE).exists():
         raise ValueError(f"source run {run_dir.name} has no {runs.MODEL_FILE} yet; pick a finished run")
     return run_dir

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.validation import number_in_range
+
 # Upper bounds of integer settings: a typo such as epochs=99999999999999999999 is refused at
 # once instead of training for days. Keys not listed are bounded by MAX_INT_SETTING.
 MAX_INT_SETTING = 2**31 - 1
@@ -39,3 +41,13 @@ def check_choice(config: dict, key: str, choices) -> None:
     """
     if config.get(key) not in choices:
         raise ValueError(f"{key} must be one of {tuple(choices)}, received {config.get(key)!r}")
+
+
+def check_number(config: dict, key: str, low: float, high: float, *, high_open: bool = False) -> None:
+    """Checks ``config[key]`` is a number in ``[low, high]`` (``[low, high)`` when ``high_open``);
+    stores it as float (``core.validation.number_in_range``).
+
+    Raises:
+        ValueError: naming the key, what was received and the allowed range.
+    """
+    config[key] = number_in_range(key, config.get(key), low, high, high_open=high_open)

@@ -1,4 +1,6 @@
-"""Model families: ``config["model"]`` -> module with ``resolve_config(config)`` and ``train(context)``.
+"""Model families: ``config["model"]`` -> module with ``resolve_config(config, runs_root=None)``
+and ``train(context)``. ``runs_root`` is where a config's source run (``source_run``,
+``weights="run:<id>"``) is looked up; None means ``core.paths.runs_dir()``.
 
 One module per family: ``lenet_family`` (LeNet-5 from scratch), ``backbone_family`` (VGG16,
 MobileNetV2, MobileNet transfer) and ``lenet_transfer_family`` (few-shot LeNet transfer).

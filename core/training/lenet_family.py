@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from core.models import lenet
-from core.training.config_checks import check_choice, check_int
+from core.training.config_checks import check_choice, check_int, check_number
 from core.training.trainer import DISTRIBUTE_OPTIONS
 from core.training.transfer_support import check_dataset
 
@@ -53,17 +53,6 @@ ALLOWED_KEYS = frozenset(
 )
 
 
-def _check_number(config: dict, key: str, low: float, high: float, *, high_open: bool = False) -> None:
-    value = config.get(key)
-    valid = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
-    if valid:
-        valid = low <= float(value) < high if high_open else low <= float(value) <= high
-    if not valid:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{key} must be a number in [{low}, {high}{bracket}, received {value!r}")
-    config[key] = float(value)
-
-
 def _int_list(config: dict, key: str, allow_empty: bool = False) -> None:
     value = config.get(key)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -75,11 +64,12 @@ def _int_list(config: dict, key: str, allow_empty: bool = False) -> None:
     config[key] = [int(item) for item in value]
 
 
-def resolve_config(config: dict) -> dict:
+def resolve_config(config: dict, runs_root=None) -> dict:
     """Fills every default from the preset and validates.
 
     Args:
         config: at least ``{"model": "lenet5"}``; any key listed in the module docstring.
+        runs_root: unused (a LeNet has no source run); every family takes it.
 
     Returns:
         A new, complete config (what ``config.json`` stores).
@@ -130,12 +120,12 @@ def resolve_config(config: dict) -> dict:
     check_choice(resolved, "padding", lenet.PADDINGS)
     resolved["distribute"] = resolved.get("distribute") or "none"
     check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
-    _check_number(resolved, "learning_rate", 1e-8, 10.0)
-    _check_number(resolved, "momentum", 0.0, 1.0, high_open=True)
-    _check_number(resolved, "dropout", 0.0, 1.0, high_open=True)
-    _check_number(resolved, "random_blur", 0.0, 1.0)
-    _check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
-    _check_number(resolved, "label_smoothing", 0.0, 1.0, high_open=True)
+    check_number(resolved, "learning_rate", 1e-8, 10.0)
+    check_number(resolved, "momentum", 0.0, 1.0, high_open=True)
+    check_number(resolved, "dropout", 0.0, 1.0, high_open=True)
+    check_number(resolved, "random_blur", 0.0, 1.0)
+    check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
+    check_number(resolved, "label_smoothing", 0.0, 1.0, high_open=True)
     for key in ("batch_norm", "multi_scale", "mirror_signs"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")

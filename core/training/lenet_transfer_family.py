@@ -53,8 +53,15 @@ WEIGHTED_LAYER_TYPES = ("Conv2D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 CONV_LAYER_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 
 
-def resolve_config(config: dict) -> dict:
+def resolve_config(config: dict, runs_root=None) -> dict:
     """Fills every default and validates a ``lenet5-transfer`` config.
+
+    Args:
+        config: a ``lenet5-transfer`` config (see the module docstring).
+        runs_root: the runs root holding ``source_run`` (default ``core.paths.runs_dir()``).
+
+    Returns:
+        The complete config stored in ``config.json``.
 
     Raises:
         ValueError: for an unknown setting, a missing source for a transfer strategy, or a
@@ -64,10 +71,10 @@ def resolve_config(config: dict) -> dict:
         raise ValueError(f"config must be a dict, received {type(config).__name__}")
     if config.get("model", MODEL_NAME) != MODEL_NAME:
         raise ValueError(f"this family trains {MODEL_NAME!r}, received model {config.get('model')!r}")
-    return _resolve(config)
+    return _resolve(config, runs_root)
 
 
-def _resolve(config: dict) -> dict:
+def _resolve(config: dict, runs_root) -> dict:
     from core.datasets import preprocess
     from core.training import lenet_family
 
@@ -109,7 +116,7 @@ def _resolve(config: dict) -> dict:
     if resolved["source_run"]:
         from core import runs
 
-        source_dir = runs.run_path(resolved["source_run"])
+        source_dir = runs.run_path(resolved["source_run"], runs_root)
         resolved["source_run"] = str(source_dir)
         source_config = runs.read_config(source_dir)
         if source_config.get("preprocessing"):
