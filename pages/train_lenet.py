@@ -34,7 +34,7 @@ COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
 FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
           "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
           "dropout", "random_blur", "color", "equalization", "rotation_degrees", "shift", "zoom",
-          "labels_per_class", "epoch_repeats", "committee_size")
+          "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs")
 
 
 def _as_text(values) -> str:
@@ -58,7 +58,7 @@ def preset_field_values(preset: str) -> dict:
         "rotation_degrees": float(augmentation.get("rotation_degrees", 0.0)),
         "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
-        "committee_size": config["committee_size"],
+        "committee_size": config["committee_size"], "mirror_signs": config["mirror_signs"],
     }
 
 
@@ -93,6 +93,7 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "dropout": float(value["dropout"]), "random_blur": float(value["random_blur"]),
         "epoch_repeats": int(value["epoch_repeats"]),
         "committee_size": int(value["committee_size"]),
+        "mirror_signs": bool(value["mirror_signs"]),
         "preprocessing": {**base["preprocessing"], "color": value["color"],
                           "equalization": value["equalization"]},
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
@@ -174,13 +175,14 @@ def render_form() -> None:
                              help=help_text["equalization"])
         columns[2].slider("Random blur (share of images)", 0.0, 1.0, step=0.05,
                           key=f"{KEY}_random_blur", help=help_text["random_blur"])
-        columns = st.columns(3)
+        columns = st.columns(4)
         columns[0].slider("Rotation (± degrees)", 0.0, 45.0, step=1.0, key=f"{KEY}_rotation_degrees",
                           help=help_text["rotation_degrees"])
         columns[1].slider("Shift (fraction)", 0.0, 0.3, step=0.01, key=f"{KEY}_shift",
                           help=help_text["shift"])
         columns[2].slider("Zoom (fraction)", 0.0, 0.3, step=0.01, key=f"{KEY}_zoom",
                           help=help_text["zoom"])
+        columns[3].checkbox("Mirrored signs", key=f"{KEY}_mirror_signs", help=help_text["mirror_signs"])
         submitted = st.form_submit_button("Start training", type="primary",
                                           icon=":material/play_arrow:", key=f"{KEY}_start")
     if submitted:

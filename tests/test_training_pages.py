@@ -90,6 +90,7 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.number_input(key="train_lenet_epochs").value == expected["epochs"]
     assert app.selectbox(key="train_lenet_equalization").value == "clahe"
     assert app.number_input(key="train_lenet_committee_size").value == 1
+    assert app.checkbox(key="train_lenet_mirror_signs").value is expected["mirror_signs"]
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
 
