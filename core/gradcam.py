@@ -158,12 +158,31 @@ def _has_output(layer) -> bool:
     return True
 
 
+def committee_members(model) -> list:
+    """The member networks of a committee model, or ``[]`` for any other model.
+
+    A committee (``core.models.lenet.build_committee``) ends in an ``Average`` layer over two or
+    more nested convolutional models that each take the image and output probabilities.
+    """
+    import keras
+
+    if not getattr(model, "layers", None) or not isinstance(model.layers[-1], keras.layers.Average):
+        return []
+    members = [layer for layer in model.layers if _is_model(layer) and has_conv_layer(layer)]
+    return members if len(members) >= 2 else []
+
+
 class GradCam:
     """Computes Grad-CAM heatmaps for one model (builds the gradient model once).
 
+    A committee that votes by averaging its members' probabilities (``committee_members``) is
+    explained member by member, each for the class the committee chose, and the members'
+    normalised maps are averaged: the map shows where the committee as a whole looked.
+
     Args:
         model: a convolutional Keras model (Functional or Sequential, possibly nested).
-        layer_name: the conv layer to explain; default the last one (``block5_conv3`` for VGG16).
+        layer_name: the conv layer to explain; default the last one (``block5_conv3`` for VGG16;
+            for a committee, each member's last one).
     """
 
     def __init__(self, model, layer_name: str | None = None):
@@ -176,6 +195,12 @@ class GradCam:
                 f"is {self.backend!r} (set KERAS_BACKEND=tensorflow)"
             )
         self.model = model
+        members = committee_members(model) if layer_name is None else []
+        self.members = [GradCam(member) for member in members]
+        if self.members:
+            names = sorted({member.layer_name for member in self.members})
+            self.layer_name = f"{', '.join(names)} of each of its {len(self.members)} members, averaged"
+            return
         self.layer_name = layer_name or find_last_conv_layer(model)
         self.gradcam_model, self.output_layer = build_gradcam_model(model, self.layer_name)
         self.uses_logits = _softmax_dense(self.output_layer)
@@ -195,6 +220,8 @@ class GradCam:
         batch = np.asarray(images, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
+        if self.members:
+            return self._committee_heatmaps(batch, class_indices)
         conv, grads, predictions = _tensorflow_gradients(
             self.gradcam_model, batch, class_indices, self.output_layer, self.uses_logits
         )
@@ -204,6 +231,16 @@ class GradCam:
         maxima[maxima <= 0] = 1.0
         cams = (cams / maxima[:, None, None]).astype(np.float32)
         return cams, predictions
+
+    def _committee_heatmaps(self, batch, class_indices):
+        if class_indices is None:
+            chosen = np.asarray(self.model(batch, training=False)).argmax(axis=-1).astype(np.int32)
+        else:
+            chosen = np.broadcast_to(np.asarray(class_indices, np.int32), (len(batch),)).copy()
+        cams = np.mean([member.heatmaps(batch, chosen)[0] for member in self.members], axis=0)
+        maxima = cams.reshape(len(cams), -1).max(axis=1)
+        maxima[maxima <= 0] = 1.0
+        return (cams / maxima[:, None, None]).astype(np.float32), chosen
 
     def __call__(self, images, class_indices=None) -> np.ndarray:
         return self.heatmaps(images, class_indices)[0]

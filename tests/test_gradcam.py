@@ -144,3 +144,34 @@ def test_overlay_blends_a_colormap_over_the_image():
     assert (untouched == 100).all()
     with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
         gradcam.overlay_heatmap(image, heatmap, alpha=2.0)
+
+
+def test_a_committee_is_explained_by_the_mean_of_its_members_maps(tmp_path):
+    import keras
+
+    from core.models import lenet, register_custom_layers
+    from core.training import lenet_family
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "committee",
+                                          "conv_filters": [4, 8, 8], "dense_units": [16]})
+    keras.utils.set_random_seed(3)
+    _, committee = lenet.build_committee(config, 5, (32, 32, 1), lambda: None)
+    path = tmp_path / "committee.keras"
+    committee.save(path)  # explained as the served model is: loaded from its file
+    register_custom_layers()
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    members = gradcam.committee_members(loaded)
+    assert [member.name for member in members] == ["member1", "member2", "member3"]
+    assert gradcam.committee_members(tiny_conv_model()) == []
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    explainer = gradcam.GradCam(loaded)
+    assert "of each of its 3 members" in explainer.layer_name
+    cams, chosen = explainer.heatmaps(images)
+    np.testing.assert_array_equal(chosen, np.asarray(loaded(images)).argmax(axis=-1))
+    member_cams = [gradcam.GradCam(member).heatmaps(images, chosen)[0] for member in members]
+    expected = np.mean(member_cams, axis=0)
+    expected /= np.maximum(expected.reshape(2, -1).max(axis=1), 1e-12)[:, None, None]
+    assert cams.shape == member_cams[0].shape and cams.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(cams, expected, atol=1e-6)
+    # The members disagree: the mean is none of them.
+    assert min(np.abs(cams - member).max() for member in member_cams) > 1e-3
