@@ -158,6 +158,13 @@ def _has_output(layer) -> bool:
     return True
 
 
+def _scaled_to_unit_maximum(cams: np.ndarray) -> np.ndarray:
+    """Divides each (h, w) map of a (N, h, w) batch by its maximum (all-zero maps stay zero)."""
+    maxima = cams.reshape(len(cams), -1).max(axis=1)
+    maxima[maxima <= 0] = 1.0
+    return (cams / maxima[:, None, None]).astype(np.float32)
+
+
 def committee_members(model) -> list:
     """The member networks of a committee model, or ``[]`` for any other model.
 
@@ -227,10 +234,7 @@ class GradCam:
         )
         weights = grads.mean(axis=(1, 2))  # (N, C): the mean gradient per channel
         cams = np.maximum(np.einsum("nhwc,nc->nhw", conv, weights), 0.0)
-        maxima = cams.reshape(len(cams), -1).max(axis=1)
-        maxima[maxima <= 0] = 1.0
-        cams = (cams / maxima[:, None, None]).astype(np.float32)
-        return cams, predictions
+        return _scaled_to_unit_maximum(cams), predictions
 
     def _committee_heatmaps(self, batch, class_indices):
         if class_indices is None:
@@ -238,9 +242,7 @@ class GradCam:
         else:
             chosen = np.broadcast_to(np.asarray(class_indices, np.int32), (len(batch),)).copy()
         cams = np.mean([member.heatmaps(batch, chosen)[0] for member in self.members], axis=0)
-        maxima = cams.reshape(len(cams), -1).max(axis=1)
-        maxima[maxima <= 0] = 1.0
-        return (cams / maxima[:, None, None]).astype(np.float32), chosen
+        return _scaled_to_unit_maximum(cams), chosen
 
     def __call__(self, images, class_indices=None) -> np.ndarray:
         return self.heatmaps(images, class_indices)[0]

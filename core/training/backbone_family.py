@@ -40,7 +40,7 @@ import numpy as np
 
 from core.models import backbones
 from core.training import transfer_support as support
-from core.training.config_checks import check_choice, check_int
+from core.training.config_checks import check_choice, check_int, check_number
 from core.training.trainer import DISTRIBUTE_OPTIONS
 
 MODEL_NAMES = backbones.BACKBONE_NAMES
@@ -170,12 +170,12 @@ def _check_settings(resolved: dict, config: dict) -> None:
         for key in ("train_size", "valid_size"):
             if key not in config:
                 resolved[key] = None
-    support.check_float(resolved, "learning_rate", 1e-9, 10.0)
-    support.check_float(resolved, "momentum", 0.0, 0.999)
-    support.check_float(resolved, "dropout", 0.0, 0.99)
+    check_number(resolved, "learning_rate", 1e-9, 10.0)
+    check_number(resolved, "momentum", 0.0, 0.999)
+    check_number(resolved, "dropout", 0.0, 0.99)
     if resolved["fine_tune_learning_rate"] is None:
         resolved["fine_tune_learning_rate"] = resolved["learning_rate"] / FINE_TUNE_LR_DIVISOR
-    support.check_float(resolved, "fine_tune_learning_rate", 1e-10, 10.0)
+    check_number(resolved, "fine_tune_learning_rate", 1e-10, 10.0)
     module = backbones.backbone_module(resolved["model"])
     if resolved["alpha"] is not None and resolved["alpha"] not in module.ALPHAS:
         raise ValueError(f"alpha must be one of {module.ALPHAS} for {resolved['model']}, "

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training import transfer_support as support
-from core.training.config_checks import check_choice, check_int
+from core.training.config_checks import check_choice, check_int, check_number
 
 MODEL_NAME = "lenet5-transfer"
 LENET_TRANSFER_DEFAULTS = {
@@ -99,8 +99,8 @@ def _resolve(config: dict, runs_root) -> dict:
     check_choice(resolved, "strategy", support.STRATEGIES)
     support.check_classes(resolved)
     check_int(resolved, "transfer_layers", optional=True)
-    support.check_float(resolved, "fine_tune_learning_rate_factor", 1e-4, 10.0)
-    support.check_float(resolved, "batch_norm_momentum", 0.0, 0.999)
+    check_number(resolved, "fine_tune_learning_rate_factor", 1e-4, 10.0)
+    check_number(resolved, "batch_norm_momentum", 0.0, 0.999)
     if resolved["strategy"] == support.FINE_TUNE:
         if resolved["head_epochs"] is None:
             resolved["head_epochs"] = resolved["epochs"] // 3

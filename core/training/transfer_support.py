@@ -18,20 +18,6 @@ OPTIMIZERS = ("sgd", "adam")
 AUGMENTATION_KEYS = ("rotation_degrees", "shift", "zoom", "brightness", "contrast")
 
 
-def check_float(config: dict, key: str, low: float, high: float) -> None:
-    """Checks ``config[key]`` is a number in [low, high] and stores it as float.
-
-    Raises:
-        ValueError: naming the key, what was received and the range expected.
-    """
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-        low <= float(value) <= high
-    ):
-        raise ValueError(f"{key} must be a number in [{low}, {high}], received {value!r}")
-    config[key] = float(value)
-
-
 def check_classes(config: dict) -> None:
     """Checks ``config["classes"]`` is None or a non-empty list of class ids."""
     classes = config.get("classes")
