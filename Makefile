@@ -1,4 +1,5 @@
-# Two commands: `make run` (dashboard on http://localhost:8501) and `make test` (whole suite).
+# Two commands: `make run` (dashboard on http://localhost:8501) and `make test` (default suite;
+# `make test-all` adds the slow tests).
 # Variables: PYTHON=python3.12  GPU=1 (installs tensorflow[and-cuda])  HOST=0.0.0.0 PORT=8501
 #            RAY=1 (installs Ray and runs jobs on a Ray cluster; implied by TLLAB_JOB_BACKEND=ray)
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PORT ?= 8501
 RAY ?= $(if $(filter ray,$(TLLAB_JOB_BACKEND)),1,0)
 TF_VERSION := $(shell sed -n 's/^tensorflow==//p' requirements.txt)
 
-.PHONY: run test bench clean-venv
+.PHONY: run test test-all bench clean-venv
 
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required, found " + sys.version.split()[0])'
@@ -41,7 +42,12 @@ run: $(VENV)/.runtime-installed
 	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
 endif
 
+# The default suite leaves out the tests marked slow (they train and export real runs); CI
+# (.ci/run) runs everything with `make test-all`.
 test: $(VENV)/.dev-installed
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(VENV)/.dev-installed
 	$(PY) -m pytest
 
 # Runs every benchmark, then lists the ones that missed their target (exit 1 if any did).

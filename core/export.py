@@ -53,6 +53,7 @@ TRAINING_ONLY_CLASS_NAMES = (
     "ActivityRegularization",
 )
 CAFFE_CLASS_NAME = "CaffePreprocessing"
+SAMPLER_CLASS_NAME = "AffineSampler"
 CONVOLUTION_CLASS_NAMES = ("Conv2D",)
 # Validation images used to measure agreement, latency and the int8 calibration.
 DEFAULT_VALIDATION_IMAGES = 100
@@ -122,11 +123,14 @@ class _GraphRebuilder:
             return lambda inputs, *args, **kwargs: self.run(layer, self._materialise(inputs))
         if type(layer).__name__ == CAFFE_CLASS_NAME:
             return lambda inputs, *args, **kwargs: self._caffe(layer, self._materialise(inputs))
+        if type(layer).__name__ == SAMPLER_CLASS_NAME:
+            return lambda inputs, *args, **kwargs: self._affine_sampler(
+                layer, *[self._materialise(tensor) for tensor in inputs])
         if not _is_standard(layer):
             raise ExportError(
                 f"layer {layer.name!r} is a custom {type(layer).__name__} with no standard "
-                f"Keras equivalent; expected only Keras layers, CaffePreprocessing or "
-                f"training-only layers"
+                f"Keras equivalent; expected only Keras layers, CaffePreprocessing, "
+                f"AffineSampler or training-only layers"
             )
         if type(layer).__name__ in CONVOLUTION_CLASS_NAMES:
             return lambda inputs, *args, **kwargs: self._convolution(layer, inputs, kwargs)
@@ -171,6 +175,63 @@ class _GraphRebuilder:
         weights[0] = np.ascontiguousarray(weights[0][:, :, ::-1, :])
         folded.set_weights(weights)
         return folded(inputs)
+
+    def _affine_sampler(self, layer, images, theta):
+        """``AffineSampler`` (bilinear, border pixels outside) with standard layers only.
+
+        Bilinear sampling at a point x gives pixel column j the "tent" weight max(0, 1 - |x - j|)
+        (likewise rows), so with the sampled points clipped into the image:
+
+        * fixed ``Dense`` layers turn ``theta`` into each output pixel's source column x and row
+          y, and ``ReLU(max_value=side - 1)`` clips them;
+        * a fixed ``Dense`` gives x - j for every column j, and ``ReLU``/``Rescaling``/``Add``
+          make the tent weights (likewise rows);
+        * ``Dot`` mixes each output pixel's columns, ``Multiply`` and a ones ``Dense`` its rows.
+        """
+        import keras
+
+        height, width, channels = (int(side) for side in images.shape[1:])
+        pixels = height * width
+        grid_y, grid_x = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width),
+                                     indexing="ij")
+        name = layer.name
+
+        def source_coordinate(axis: str, first_row: int, side: int):
+            half = (side - 1) / 2.0  # pixel = half * (theta_a gx + theta_b gy + theta_c + 1)
+            kernel = np.zeros((6, pixels), np.float32)
+            kernel[first_row] = half * grid_x.reshape(-1)
+            kernel[first_row + 1] = half * grid_y.reshape(-1)
+            kernel[first_row + 2] = half
+            dense = keras.layers.Dense(pixels, name=f"{name}_{axis}_source")
+            dense.build((None, 6))
+            dense.set_weights([kernel, np.full(pixels, half, np.float32)])
+            coordinate = keras.layers.ReLU(max_value=float(side - 1),
+                                           name=f"{name}_{axis}_clip")(dense(theta))
+            coordinate = keras.layers.Reshape((pixels, 1), name=f"{name}_{axis}_column")(coordinate)
+            offsets = keras.layers.Dense(side, name=f"{name}_{axis}_offsets")  # x - j for every j
+            offsets.build((None, pixels, 1))
+            offsets.set_weights([np.ones((1, side), np.float32), -np.arange(side, dtype=np.float32)])
+            difference = offsets(coordinate)
+            above = keras.layers.ReLU(name=f"{name}_{axis}_above")(difference)
+            below = keras.layers.ReLU(name=f"{name}_{axis}_below")(
+                keras.layers.Rescaling(-1.0, name=f"{name}_{axis}_negated")(difference))
+            distance = keras.layers.Add(name=f"{name}_{axis}_distance")([above, below])
+            return keras.layers.ReLU(name=f"{name}_{axis}_weights")(
+                keras.layers.Rescaling(-1.0, offset=1.0, name=f"{name}_{axis}_tent")(distance))
+
+        column_weights = source_coordinate("x", 0, width)  # (batch, pixels, width)
+        row_weights = source_coordinate("y", 3, height)  # (batch, pixels, height)
+        by_column = keras.layers.Reshape((width, height * channels), name=f"{name}_by_column")(
+            keras.layers.Permute((2, 1, 3), name=f"{name}_columns_first")(images))
+        mixed = keras.layers.Dot(axes=(2, 1), name=f"{name}_column_mix")([column_weights, by_column])
+        mixed = keras.layers.Reshape((pixels, height, channels), name=f"{name}_rows")(mixed)
+        row_weights = keras.layers.Reshape((pixels, height, 1), name=f"{name}_row_weights")(row_weights)
+        weighted = keras.layers.Multiply(name=f"{name}_row_mix")([mixed, row_weights])
+        weighted = keras.layers.Permute((1, 3, 2), name=f"{name}_rows_last")(weighted)
+        row_sum = keras.layers.Dense(1, use_bias=False, name=f"{name}_row_sum")
+        row_sum.build(tuple(weighted.shape))
+        row_sum.set_weights([np.ones((height, 1), np.float32)])
+        return keras.layers.Reshape((height, width, channels), name=name)(row_sum(weighted))
 
     def _materialise(self, tensor):
         """Applies a pending channel flip as a 1x1 permutation convolution (exact in float)."""

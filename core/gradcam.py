@@ -9,6 +9,10 @@ Keras' example, which removes the softmax): a saturated softmax has vanishing gr
 
 Gradients need a backend: TensorFlow's ``GradientTape`` is used, behind ``_tensorflow_gradients``;
 other backends get a ``GradCamError`` naming the backend.
+
+A network with a spatial transformer (``core.models.layers.AffineSampler``) convolves the warped
+image, so its map is warped back onto the input (``_unwarped``): parts of the input the
+transformer did not look at get 0.
 """
 
 from __future__ import annotations
@@ -211,6 +215,7 @@ class GradCam:
         self.layer_name = layer_name or find_last_conv_layer(model)
         self.gradcam_model, self.output_layer = build_gradcam_model(model, self.layer_name)
         self.uses_logits = _softmax_dense(self.output_layer)
+        self.warp_model = _spatial_transformer_warp(model)
 
     def heatmaps(self, images, class_indices=None) -> tuple[np.ndarray, np.ndarray]:
         """Grad-CAM maps for a batch of model inputs.
@@ -222,7 +227,8 @@ class GradCam:
 
         Returns:
             ``(heatmaps, class_indices)``: float32 (N, h, w) maps in 0..1 at the conv layer's
-            resolution, and the explained class of each image.
+            resolution (at the input's for a spatial transformer network, unwarped), and the
+            explained class of each image.
         """
         batch = np.asarray(images, dtype=np.float32)
         if batch.ndim == 3:
@@ -234,6 +240,8 @@ class GradCam:
         )
         weights = grads.mean(axis=(1, 2))  # (N, C): the mean gradient per channel
         cams = np.maximum(np.einsum("nhwc,nc->nhw", conv, weights), 0.0)
+        if self.warp_model is not None:
+            cams = _unwarped(cams, np.asarray(self.warp_model(batch, training=False)), batch.shape[1:3])
         return _scaled_to_unit_maximum(cams), predictions
 
     def _committee_heatmaps(self, batch, class_indices):
@@ -246,6 +254,50 @@ class GradCam:
 
     def __call__(self, images, class_indices=None) -> np.ndarray:
         return self.heatmaps(images, class_indices)[0]
+
+
+def _spatial_transformer_warp(model):
+    """A model from ``model``'s input to its ``AffineSampler``'s 2 × 3 matrices, or None."""
+    import keras
+
+    samplers = [layer for layer in model.layers if type(layer).__name__ == "AffineSampler"]
+    if not samplers:
+        return None
+    return keras.Model(model.inputs, samplers[0].input[1])
+
+
+def _unwarped(cams: np.ndarray, thetas: np.ndarray, size) -> np.ndarray:
+    """Maps computed on warped images, carried back onto the input images.
+
+    Args:
+        cams: (N, h, w) maps covering the warped images.
+        thetas: (N, 6) matrices of ``AffineSampler`` (warped pixel -> input point, in
+            coordinates from -1 to 1).
+        size: (height, width) of the input images.
+
+    Returns:
+        float32 (N, height, width) maps: each input pixel takes the map's value where the warp
+        put it, 0 where the warped image does not reach.
+    """
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    grid_y, grid_x = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width),
+                                 indexing="ij")
+    points = np.stack([grid_x.ravel(), grid_y.ravel()])  # (2, H*W) input points
+    unwarped = np.zeros((len(cams), height, width), np.float32)
+    for index, (cam, theta) in enumerate(zip(cams, thetas)):
+        matrix = np.asarray(theta, np.float64).reshape(2, 3)
+        try:
+            warped_points = np.linalg.solve(matrix[:, :2], points - matrix[:, 2:])
+        except np.linalg.LinAlgError:  # a degenerate warp saw no 2-D region of the input
+            continue
+        upsampled = cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        map_x = ((warped_points[0] + 1.0) * (width - 1) / 2.0).reshape(height, width).astype(np.float32)
+        map_y = ((warped_points[1] + 1.0) * (height - 1) / 2.0).reshape(height, width).astype(np.float32)
+        unwarped[index] = cv2.remap(upsampled, map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return unwarped
 
 
 def _tensorflow_gradients(gradcam_model, batch, class_indices, output_layer, uses_logits):

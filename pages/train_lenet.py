@@ -34,7 +34,8 @@ COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
 FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
           "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
           "dropout", "random_blur", "color", "equalization", "rotation_degrees", "shift", "zoom",
-          "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs")
+          "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
+          "spatial_transformer")
 
 
 def _as_text(values) -> str:
@@ -59,6 +60,7 @@ def preset_field_values(preset: str) -> dict:
         "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
         "committee_size": config["committee_size"], "mirror_signs": config["mirror_signs"],
+        "spatial_transformer": config["spatial_transformer"],
     }
 
 
@@ -94,6 +96,7 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "epoch_repeats": int(value["epoch_repeats"]),
         "committee_size": int(value["committee_size"]),
         "mirror_signs": bool(value["mirror_signs"]),
+        "spatial_transformer": bool(value["spatial_transformer"]),
         "preprocessing": {**base["preprocessing"], "color": value["color"],
                           "equalization": value["equalization"]},
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
@@ -167,6 +170,8 @@ def render_form() -> None:
         columns[2].checkbox("Batch normalisation", key=f"{KEY}_batch_norm", help=help_text["batch_norm"])
         columns[3].checkbox("Multi-scale features", key=f"{KEY}_multi_scale",
                             help=help_text["multi_scale"])
+        st.checkbox("Spatial transformer (learns to centre and straighten each image)",
+                    key=f"{KEY}_spatial_transformer", help=help_text["spatial_transformer"])
         st.markdown("**Images: preprocessing and augmentation**")
         columns = st.columns(3)
         columns[0].selectbox("Colour", list(COLOR_LABELS), format_func=COLOR_LABELS.get,

@@ -43,6 +43,21 @@ def test_source_and_target_configs_share_data_and_budget(tmp_path):
         experiments.target_configs("gtsrb-half", 0, tmp_path)
 
 
+def test_lenet_transfer_networks_never_have_a_spatial_transformer(isolated_roots):
+    from core.training import lenet_transfer_family
+
+    # The plus preset's spatial transformer would add conv and dense layers to transfer_layers' count.
+    source = lenet_transfer_family.resolve_config(experiments.source_config("synthetic-signs"))
+    assert source["preset"] == "plus" and source["spatial_transformer"] is False
+    with pytest.raises(ValueError, match="no spatial transformer"):
+        lenet_transfer_family.resolve_config({**experiments.source_config("synthetic-signs"),
+                                              "spatial_transformer": True})
+    stn_run = runs.create_run({"model": "lenet5", "dataset": "synthetic-signs", "spatial_transformer": True})
+    with pytest.raises(ValueError, match="has a spatial transformer"):
+        lenet_transfer_family.resolve_config({"model": "lenet5-transfer", "dataset": "synthetic-signs",
+                                              "strategy": "fine-tune", "source_run": str(stn_run)})
+
+
 def test_find_source_run_reuses_only_good_finished_runs_on_the_source_data():
     assert experiments.find_source_run("gtsrb-half") is None
     source = experiments.source_config("gtsrb-half")
@@ -133,6 +148,7 @@ def tiny_gtsrb(tmp_path, monkeypatch):
     return archive
 
 
+@pytest.mark.slow
 def test_cli_reuses_the_source_and_prints_scratch_then_transfer_run_dirs(tiny_gtsrb, isolated_roots):
     keras = pytest.importorskip("keras")
     from core.models import lenet

@@ -124,6 +124,7 @@ def _layer_types(run_dir: Path) -> set[str]:
     return {type(layer).__name__ for layer in export.load_run_model(run_dir).layers}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["seed", "plus"])
 def test_lenet_run_exports_to_portable_keras_and_tflite(preset, synthetic_data_root, monkeypatch,
                                                          tmp_path):
@@ -134,6 +135,7 @@ def test_lenet_run_exports_to_portable_keras_and_tflite(preset, synthetic_data_r
     _check_exports(run_dir, synthetic_data_root, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv2", "mobilenet"])
 def test_transfer_run_exports_to_portable_keras_and_tflite(backbone, dogs_data_root, monkeypatch,
                                                             tmp_path):
@@ -172,6 +174,30 @@ def test_a_flip_not_followed_by_a_convolution_becomes_a_permutation_convolution(
                                atol=1e-4, rtol=0)
     assert {type(layer).__name__ for layer in exported.layers} == {
         "InputLayer", "Normalization", "Conv2D", "Flatten"}
+
+
+def test_a_spatial_transformer_exports_as_standard_layers_with_the_same_outputs():
+    from core.models import lenet
+    from core.training import lenet_family
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "plus",
+                                          "spatial_transformer": True})
+    model = lenet.build_from_config(config, 43, (32, 32, 1))
+    rng = np.random.default_rng(3)
+    theta = model.get_layer("stn_theta")  # a warp that depends on the image: zoom, turn, shift
+    theta.set_weights([rng.normal(0, 0.002, (lenet.STN_UNITS, 6)).astype(np.float32),
+                       np.array([0.8, -0.2, 0.1, 0.25, 0.9, -0.3], np.float32)])
+    exported = export.inference_model(model)
+    assert all(type(layer).__module__.startswith("keras.") for layer in exported.layers)
+    images = rng.integers(0, 256, (6, 32, 32, 1)).astype(np.float32)
+    warped = keras.Model(model.inputs, model.get_layer("stn_sampler").output).predict_on_batch(images)
+    assert np.abs(warped - keras.Model(model.inputs, model.get_layer("rescaling").output)
+                  .predict_on_batch(images)).mean() > 0.1  # the warp moves pixels
+    np.testing.assert_allclose(
+        keras.Model(exported.inputs, exported.get_layer("stn_sampler").output).predict_on_batch(images),
+        warped, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(exported.predict_on_batch(images), model.predict_on_batch(images),
+                               atol=1e-5, rtol=0)
 
 
 def test_custom_layers_without_a_standard_equivalent_are_refused():

@@ -175,3 +175,36 @@ def test_a_committee_is_explained_by_the_mean_of_its_members_maps(tmp_path):
     np.testing.assert_allclose(cams, expected, atol=1e-6)
     # The members disagree: the mean is none of them.
     assert min(np.abs(cams - member).max() for member in member_cams) > 1e-3
+
+
+def test_a_spatial_transformer_networks_map_is_carried_back_onto_the_input():
+    import cv2
+    import keras
+
+    from core.models import lenet
+    from core.training import lenet_family
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "plus", "spatial_transformer": True,
+                                          "conv_filters": [4, 8, 8], "dense_units": [16]})
+    keras.utils.set_random_seed(4)
+    model = lenet.build_from_config(config, 5, (32, 32, 1))
+    # The transformer zooms into the centre: its warped image shows only |x|, |y| <= 0.5.
+    model.get_layer("stn_theta").set_weights([np.zeros((lenet.STN_UNITS, 6), np.float32),
+                                              np.array([0.5, 0, 0, 0, 0.5, 0], np.float32)])
+    images = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 1)).astype("float32")
+    cams = gradcam.GradCam(model)(images)
+    assert cams.shape == (6, 32, 32)
+    coordinates = np.abs(np.linspace(-1.0, 1.0, 32))
+    outside = (coordinates[:, None] > 0.55) | (coordinates[None, :] > 0.55)
+    assert cams[:, outside].max() == 0.0
+    assert cams[:, ~outside].max() == pytest.approx(1.0)
+    # With the identity warp the map is the plain one, upsampled to the input.
+    model.get_layer("stn_theta").set_weights([np.zeros((lenet.STN_UNITS, 6), np.float32),
+                                              np.array([1, 0, 0, 0, 1, 0], np.float32)])
+    explainer = gradcam.GradCam(model)
+    plain = gradcam.GradCam(model)
+    plain.warp_model = None  # the conv layer's own map, not carried back
+    expected = np.stack([cv2.resize(cam, (32, 32), interpolation=cv2.INTER_LINEAR)
+                         for cam in plain(images)])
+    expected /= np.maximum(expected.reshape(6, -1).max(axis=1), 1e-12)[:, None, None]
+    np.testing.assert_allclose(explainer(images), expected, atol=1e-4)

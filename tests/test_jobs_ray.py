@@ -25,7 +25,11 @@ from tests.test_jobs import LONG_JOB, TINY_JOB, synthetic_data_root, wait_until 
 RAY_CPUS = 2
 KILL_DETECTION_SECONDS = 45
 CANCEL_SECONDS = 30
-CONNECTED_CLUSTER_TESTS = pytest.mark.ray
+
+
+def connected_cluster_test(test):
+    """Marks a test that starts the module's local Ray: ``ray`` and ``slow``."""
+    return pytest.mark.ray(pytest.mark.slow(test))
 
 
 # --- pure parts: exact numbers, no cluster ---------------------------------------------------
@@ -176,7 +180,7 @@ def state_of(run_id: str) -> str:
     return jobs.status(run_id)["state"]
 
 
-@CONNECTED_CLUSTER_TESTS
+@connected_cluster_test
 def test_second_job_waits_in_rays_queue_then_both_complete(ray_env):
     first = submit(ray_env, TINY_JOB)
     second = submit(ray_env, TINY_JOB)
@@ -194,7 +198,7 @@ def test_second_job_waits_in_rays_queue_then_both_complete(ray_env):
     assert runs.parse_time(done_second["started_at"]) >= runs.parse_time(done_first["ended_at"])
 
 
-@CONNECTED_CLUSTER_TESTS
+@connected_cluster_test
 def test_a_sigkilled_ray_worker_is_marked_failed_within_45_seconds(ray_env):
     run_id = submit(ray_env, LONG_JOB)
     wait_until(lambda: state_of(run_id) == runs.RUNNING, what="the job to start")
@@ -212,7 +216,7 @@ def test_a_sigkilled_ray_worker_is_marked_failed_within_45_seconds(ray_env):
     assert ray_backend.ray_death_reason(before).startswith("the Ray worker running this job died")
 
 
-@CONNECTED_CLUSTER_TESTS
+@connected_cluster_test
 def test_pages_show_a_live_ray_job_and_its_queue_then_cancel_stops_both(ray_env):
     ray = ray_env["ray"]
     running = submit(ray_env, LONG_JOB)
@@ -257,7 +261,7 @@ def test_pages_show_a_live_ray_job_and_its_queue_then_cancel_stops_both(ray_env)
                what="the cancelled job's actor to free its CPUs")
 
 
-@CONNECTED_CLUSTER_TESTS
+@connected_cluster_test
 def test_a_queued_run_whose_actor_ray_never_heard_of_is_failed_by_refresh_all(ray_env):
     # e.g. the private 127.0.0.1 Ray ended with the previous app, taking its queue along
     run_dir = _fake_run(ray_env["runs"], runs.QUEUED, "ray", time.time() - 3600)
@@ -270,7 +274,7 @@ def test_a_queued_run_whose_actor_ray_never_heard_of_is_failed_by_refresh_all(ra
     assert runs.read_status(fresh)["state"] == runs.QUEUED
 
 
-@CONNECTED_CLUSTER_TESTS
+@connected_cluster_test
 def test_another_process_on_the_same_runs_root_joins_the_apps_private_ray(ray_env):
     first = submit(ray_env, LONG_JOB)
     second = submit(ray_env, LONG_JOB)

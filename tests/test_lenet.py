@@ -201,6 +201,45 @@ def test_random_affine_composes_one_warp_per_image_and_passes_through_at_inferen
         RandomAffine(perspective=0.5)
 
 
+def test_affine_sampler_matches_keras_affine_transform_and_passes_gradients_to_theta(tmp_path):
+    import keras
+
+    from core.models import register_custom_layers
+
+    register_custom_layers()
+    from core.models.layers import AffineSampler
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    half = (32 - 1) / 2.0
+    # Rotation by 10 degrees, zoom-in by 1 / 0.85 and a shift: every sampled point is inside.
+    angle = np.radians(10.0)
+    linear = 0.85 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    theta = np.array([[*linear[0], 0.05, *linear[1], -0.03],
+                      [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], dtype="float32")  # the second: identity
+    warped = keras.ops.convert_to_numpy(AffineSampler()([images, theta]))
+    np.testing.assert_allclose(warped[1], images[1], atol=1e-3)
+    # The same warp in Keras' pixel-coordinate format: x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2.
+    pixel_rows = np.array([[theta[0, 0], theta[0, 1], half * (theta[0, 2] - theta[0, 0] - theta[0, 1] + 1),
+                            theta[0, 3], theta[0, 4], half * (theta[0, 5] - theta[0, 3] - theta[0, 4] + 1),
+                            0.0, 0.0]], dtype="float32")
+    expected = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
+        images[:1], pixel_rows, interpolation="bilinear", fill_mode="nearest"))
+    np.testing.assert_allclose(warped[:1], expected, atol=0.05)
+    # In a LeNet, one training step moves the localisation network's matrix off the identity.
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "plus",
+                                          "spatial_transformer": True})
+    model = lenet.build_from_config(config, 43, (32, 32, 1))
+    before = model.get_layer("stn_theta").get_weights()[1].copy()
+    np.testing.assert_array_equal(before, [1, 0, 0, 0, 1, 0])
+    lenet_family.compile_lenet(model, config, steps_per_epoch=1, steps_per_execution=1)
+    model.fit(images, np.array([3, 5]), epochs=1, batch_size=2, verbose=0)
+    assert np.abs(model.get_layer("stn_theta").get_weights()[1] - before).max() > 0
+    model.save(tmp_path / "stn.keras")
+    loaded = keras.saving.load_model(tmp_path / "stn.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-6)
+
+
 def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
     import keras
 

@@ -132,6 +132,7 @@ def test_resumed_run_matches_an_uninterrupted_one_within_noise(job_env):
     assert list(reference_rows["loss"].round(4)) == list(resumed_rows["loss"].round(4))
 
 
+@pytest.mark.slow
 def test_staged_fine_tune_resumes_in_its_second_stage(job_env):
     source_dir, source_state = run_in_process(
         dict(TINY_JOB, model="lenet5-transfer", preset="seed", strategy="scratch",
@@ -180,6 +181,7 @@ def test_a_half_written_metrics_line_is_cut_before_resuming(job_env):
         (run_dir / runs.METRICS_FILE).read_bytes())
 
 
+@pytest.mark.slow
 def test_backbone_feature_extraction_on_cached_features_resumes(job_env):
     """The backbone family (MobileNetV2 at 32 px, weights from a scratch run of this test):
     feature extraction trains the head on bottleneck features; it resumes after a crash."""

@@ -91,6 +91,7 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.selectbox(key="train_lenet_equalization").value == "clahe"
     assert app.number_input(key="train_lenet_committee_size").value == 1
     assert app.checkbox(key="train_lenet_mirror_signs").value is expected["mirror_signs"]
+    assert app.checkbox(key="train_lenet_spatial_transformer").value is expected["spatial_transformer"]
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
 

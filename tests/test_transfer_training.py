@@ -88,6 +88,7 @@ def test_feature_extraction_with_a_local_file_keeps_the_file_weights_frozen(data
     assert probabilities.shape == (1, 2) and probabilities.sum() == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_fine_tuning_changes_only_block5_and_keeps_counting_epochs(data_root, weights_file):
     path, reference = weights_file
     run_dir = _train({"model": "vgg16", "strategy": "fine-tune", "weights": str(path), "epochs": 3,
@@ -156,6 +157,7 @@ def test_lenet_transfer_copies_the_source_layers_and_freezes_them(data_root, iso
     assert Predictor.from_run(run_dir).class_names == ["cat", "dog"]
 
 
+@pytest.mark.slow
 def test_mobilenet_fine_tuning_unfreezes_only_its_top_blocks_in_the_saved_model(data_root, tmp_path):
     base = keras.applications.MobileNet(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=0.25,
                                         include_top=False, weights=None)

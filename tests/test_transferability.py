@@ -168,6 +168,7 @@ def test_pool_features_flattens_small_maps_and_averages_large_ones():
 
 # --- score() on real Keras models (weights=None, tiny inputs) ------------------------------------
 
+@pytest.mark.slow
 def test_random_control_scores_through_the_bottleneck_cache_and_caches_the_score(isolated_roots):
     details = tr.score_details("random:mobilenetv2", "synthetic-signs", "logme", max_images=24,
                                image_size=32)
@@ -187,6 +188,7 @@ def test_imagenet_source_without_installed_weights_says_where_they_are_expected(
         tr.score("imagenet:mobilenet", "synthetic-signs", max_images=8)
 
 
+@pytest.mark.slow
 def test_leep_with_only_no_top_weights_says_so(isolated_roots):
     import keras
 
@@ -216,6 +218,7 @@ def _finished_lenet_run(runs_root: Path) -> str:
     return run_dir.name
 
 
+@pytest.mark.slow
 def test_run_source_uses_its_last_feature_map_and_its_own_softmax_for_leep(isolated_roots):
     run_id = _finished_lenet_run(isolated_roots["runs"])
     features, labels = tr.source_outputs(f"run:{run_id}", "synthetic-signs", metric="logme",
@@ -228,6 +231,7 @@ def test_run_source_uses_its_last_feature_map_and_its_own_softmax_for_leep(isola
     assert f"run:{run_id}" in tr.available_sources()
 
 
+@pytest.mark.slow
 def test_cli_prints_one_tab_separated_line_per_source_best_first(isolated_roots):
     environment = {**os.environ, "TLLAB_DATA_DIR": str(isolated_roots["data"]),
                    "TLLAB_RUNS_DIR": str(isolated_roots["runs"])}

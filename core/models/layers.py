@@ -193,6 +193,56 @@ class RandomAffine(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AffineSampler(keras.layers.Layer):
+    """Warps images by one affine transform per image, differentiably: a spatial transformer's
+    sampler (Jaderberg et al. 2015).
+
+    Called on ``[images, theta]``: ``theta`` is ``(batch, 6)``, the rows of a 2 x 3 matrix that
+    maps each output pixel's normalised coordinates (x, y in [-1, 1], centre 0) to the input
+    point it samples; ``[1, 0, 0, 0, 1, 0]`` is the identity. Sampling is bilinear, and points
+    outside the image take the nearest border pixel. Unlike ``keras.ops.image.affine_transform``
+    (whose TensorFlow kernel has no gradient for the transform), the gradient reaches ``theta``,
+    so a localisation network in front of it learns where to look. Same output in training and
+    inference, and no weights of its own.
+    """
+
+    def call(self, inputs):
+        images, theta = inputs
+        images = ops.cast(images, self.compute_dtype)
+        height, width, channels = (int(side) for side in images.shape[1:])
+        batch = ops.shape(images)[0]
+        theta = ops.reshape(ops.cast(theta, "float32"), (batch, 2, 3))
+        grid_y, grid_x = ops.meshgrid(ops.linspace(-1.0, 1.0, height), ops.linspace(-1.0, 1.0, width),
+                                      indexing="ij")
+        grid = ops.stack([ops.reshape(grid_x, (-1,)), ops.reshape(grid_y, (-1,)),
+                          ops.ones((height * width,))], axis=0)  # (3, H*W)
+        source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, H*W)
+        x = ops.clip((source[:, 0] + 1.0) * (0.5 * (width - 1)), 0.0, float(width - 1))
+        y = ops.clip((source[:, 1] + 1.0) * (0.5 * (height - 1)), 0.0, float(height - 1))
+        x0, y0 = ops.floor(x), ops.floor(y)
+        x1 = ops.minimum(x0 + 1.0, float(width - 1))
+        y1 = ops.minimum(y0 + 1.0, float(height - 1))
+        weight_x, weight_y = x - x0, y - y0
+        flat = ops.reshape(images, (-1, channels))  # (batch*H*W, C)
+        offsets = ops.expand_dims(ops.arange(batch, dtype="int32") * (height * width), 1)
+
+        def gather(rows, columns):
+            index = ops.cast(rows, "int32") * width + ops.cast(columns, "int32") + offsets
+            return ops.take(flat, ops.reshape(index, (-1,)), axis=0)
+
+        def column(weight):
+            return ops.cast(ops.reshape(weight, (-1, 1)), self.compute_dtype)
+
+        top = gather(y0, x0) * column(1.0 - weight_x) + gather(y0, x1) * column(weight_x)
+        bottom = gather(y1, x0) * column(1.0 - weight_x) + gather(y1, x1) * column(weight_x)
+        sampled = top * column(1.0 - weight_y) + bottom * column(weight_y)
+        return ops.reshape(sampled, (batch, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 class TrainingModeWrapper(keras.layers.Layer):
     """Calls the wrapped layer with ``training=True`` always, also inside ``predict``.
 

@@ -126,7 +126,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     check_number(resolved, "random_blur", 0.0, 1.0)
     check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
     check_number(resolved, "label_smoothing", 0.0, 1.0, high_open=True)
-    for key in ("batch_norm", "multi_scale", "mirror_signs"):
+    for key in ("batch_norm", "multi_scale", "mirror_signs", "spatial_transformer"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")
     _int_list(resolved, "conv_filters")

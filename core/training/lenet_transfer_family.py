@@ -5,7 +5,8 @@ whose first ``transfer_layers`` weighted layers are copied (``feature-extraction
 paper's AnB; ``fine-tune``: trainable, AnB+) while the rest, and a new classifier, start random.
 ``scratch`` with a ``source_run`` uses the source's architecture with random weights (the
 control). Keys: the LeNet keys of ``core.models.lenet`` (``preset`` default ``plus``; ignored when
-a ``source_run`` fixes the architecture), plus ``classes``, ``labels_per_class``,
+a ``source_run`` fixes the architecture; never a spatial transformer, whose conv and dense layers
+would shift the ``transfer_layers`` count, so it is off even though the plus preset has one), plus ``classes``, ``labels_per_class``,
 ``source_run``, ``transfer_layers`` (n, counted over conv and dense layers in graph order;
 None = every convolution: the source's feature extractor, with a freshly initialised head),
 ``head_epochs`` (fine-tune: the first third of the epochs train only the new layers with the
@@ -88,7 +89,11 @@ def _resolve(config: dict, runs_root) -> dict:
     if unknown:
         raise ValueError(f"unknown {MODEL_NAME} setting(s) {unknown}; expected LeNet "
                          f"settings or some of {sorted(LENET_TRANSFER_DEFAULTS)}")
+    if lenet_part.get("spatial_transformer"):
+        raise ValueError(f"{MODEL_NAME} networks have no spatial transformer (transfer_layers counts "
+                         "their conv and dense layers in order); received spatial_transformer=true")
     lenet_part["preset"] = extra.pop("preset")
+    lenet_part["spatial_transformer"] = False  # also when the preset (plus) has one
     lenet_part["dataset"] = extra["dataset"]
     resolved = lenet_family.resolve_config({**lenet_part, "model": lenet_family.MODEL_NAME})
     resolved.update(extra)
@@ -119,6 +124,9 @@ def _resolve(config: dict, runs_root) -> dict:
         source_dir = runs.run_path(resolved["source_run"], runs_root)
         resolved["source_run"] = str(source_dir)
         source_config = runs.read_config(source_dir)
+        if source_config.get("spatial_transformer"):
+            raise ValueError(f"source run {source_dir.name} has a spatial transformer, whose layers "
+                             f"would be counted as transfer layers; expected a run without one")
         if source_config.get("preprocessing"):
             # The copied filters expect the source's input: reuse its preprocessing exactly.
             resolved["preprocessing"] = preprocess.resolve_preprocessing(source_config["preprocessing"])

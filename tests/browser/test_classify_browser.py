@@ -40,7 +40,7 @@ from PIL import Image
 
 from tests.conftest import REPO_ROOT, save_screenshot, shared_file, wait_for_text
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # trains real runs first
 
 GTSRB_CLASS_ID = 14  # "Stop": the first sample200 test image of this class is uploaded
 FIXED_CAT = "cat.117.jpg"  # in train-2000.zip; in the validation split of CATS_TRAIN

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, save_screenshot, wait_for_text
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # trains real runs first
 
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 CLASS_NAMES = ("reddish", "bluish")

@@ -19,7 +19,7 @@ from core import runs
 from tests.conftest import REPO_ROOT, save_screenshot, wait_for_text
 from tests.test_jobs import synthetic_data_root  # noqa: F401 - shared session fixture
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # trains real runs first
 
 TRAIN_TIMEOUT_SECONDS = 240
 LABELS_PER_CLASS = 5
