@@ -1,6 +1,7 @@
 # Two commands: `make run` (dashboard on http://localhost:8501) and `make test` (default suite;
 # `make test-all` adds the slow tests).
 # Variables: PYTHON=python3.12  GPU=1 (installs tensorflow[and-cuda])  HOST=0.0.0.0 PORT=8501
+#            TEST_WORKERS=2 (processes for `make test`)
 #            RAY=1 (installs Ray and runs jobs on a Ray cluster; implied by TLLAB_JOB_BACKEND=ray)
 PYTHON ?= python3
 VENV := .venv
@@ -8,6 +9,7 @@ PY := $(VENV)/bin/python
 GPU ?= 0
 HOST ?= localhost
 PORT ?= 8501
+TEST_WORKERS ?= 2
 RAY ?= $(if $(filter ray,$(TLLAB_JOB_BACKEND)),1,0)
 TF_VERSION := $(shell sed -n 's/^tensorflow==//p' requirements.txt)
 
@@ -42,13 +44,14 @@ run: $(VENV)/.runtime-installed
 	$(PY) -m streamlit run app.py --server.headless true --server.address $(HOST) --server.port $(PORT)
 endif
 
-# The default suite leaves out the tests marked slow (they train and export real runs); CI
-# (.ci/run) runs everything with `make test-all`.
+# The default suite leaves out the tests marked slow (they train and export real runs) and runs
+# in TEST_WORKERS processes (pytest-xdist, one test file per worker at a time). CI (.ci/run) runs
+# `make test-all`: the default suite, then the slow tests one at a time (each uses every core).
 test: $(VENV)/.dev-installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
-test-all: $(VENV)/.dev-installed
-	$(PY) -m pytest
+test-all: test
+	$(PY) -m pytest -m slow
 
 # Runs every benchmark, then lists the ones that missed their target (exit 1 if any did).
 bench: $(VENV)/.dev-installed

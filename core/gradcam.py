@@ -263,7 +263,7 @@ def _spatial_transformer_warp(model):
     samplers = [layer for layer in model.layers if type(layer).__name__ == "AffineSampler"]
     if not samplers:
         return None
-    return keras.Model(model.inputs, samplers[0].input[1])
+    return keras.Model(model.inputs[0], samplers[0].input[1])
 
 
 def _unwarped(cams: np.ndarray, thetas: np.ndarray, size) -> np.ndarray:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -21,8 +23,11 @@ def _hammer_status(run_dir: str, count: int) -> None:
         runs.write_status(run_dir, state=runs.RUNNING, counter=index, padding=padding)
 
 
-def test_concurrent_reader_never_sees_a_partial_status(isolated_roots):
+def test_concurrent_reader_never_sees_a_partial_status(isolated_roots, monkeypatch):
     run_dir = runs.create_run(CONFIG)
+    # A spawned child re-runs the parent's __main__ file; after an AppTest in this process that
+    # is a page script, so the child gets a blank __main__ instead.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     writer = multiprocessing.get_context("spawn").Process(target=_hammer_status, args=(str(run_dir), 300))
     writer.start()
     reads = 0
