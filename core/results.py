@@ -33,7 +33,8 @@ PRESET_COMMANDS = {
 # Published figures on the official GTSRB test set (12,630 images) to set each preset beside.
 ANCHORS = {
     "seed": "seminar study: 95.5% test (96.8% val)",
-    "plus": "Sermanet & LeCun 2011: 98.97% (one network); MicronNet: 98.9%; human: 98.84%",
+    "plus": "Sermanet & LeCun 2011: 98.97% (one network); MicronNet: 98.9%; human: 98.84%; "
+            "spatial transformer network (Arcos-García et al. 2018, 48 px): 99.71%",
     "committee": "Ciresan et al. 2012: 99.46% (a committee of 25 networks, the IJCNN 2011 record)",
     "classic": "LeCun et al. 1998 style network, no published GTSRB figure",
 }
