@@ -190,17 +190,18 @@ class _GraphRebuilder:
         """
         import keras
 
+        from core.models.layers import sampling_points
+
         height, width, channels = (int(side) for side in images.shape[1:])
         pixels = height * width
-        grid_y, grid_x = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width),
-                                     indexing="ij")
+        grid_x, grid_y = sampling_points(height, width)
         name = layer.name
 
         def source_coordinate(axis: str, first_row: int, side: int):
             half = (side - 1) / 2.0  # pixel = half * (theta_a gx + theta_b gy + theta_c + 1)
             kernel = np.zeros((6, pixels), np.float32)
-            kernel[first_row] = half * grid_x.reshape(-1)
-            kernel[first_row + 1] = half * grid_y.reshape(-1)
+            kernel[first_row] = half * grid_x
+            kernel[first_row + 1] = half * grid_y
             kernel[first_row + 2] = half
             dense = keras.layers.Dense(pixels, name=f"{name}_{axis}_source")
             dense.build((None, 6))

@@ -281,10 +281,10 @@ def _unwarped(cams: np.ndarray, thetas: np.ndarray, size) -> np.ndarray:
     """
     import cv2
 
+    from core.models.layers import sampling_points
+
     height, width = int(size[0]), int(size[1])
-    grid_y, grid_x = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width),
-                                 indexing="ij")
-    points = np.stack([grid_x.ravel(), grid_y.ravel()])  # (2, H*W) input points
+    points = sampling_points(height, width).astype(np.float64)  # (2, H*W) input points
     unwarped = np.zeros((len(cams), height, width), np.float32)
     for index, (cam, theta) in enumerate(zip(cams, thetas)):
         matrix = np.asarray(theta, np.float64).reshape(2, 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from core.validation import number_in_range
@@ -193,6 +194,17 @@ class RandomAffine(keras.layers.Layer):
         return config
 
 
+def sampling_points(height: int, width: int) -> np.ndarray:
+    """Every pixel's (x, y) in ``AffineSampler``'s coordinates, row by row.
+
+    Returns:
+        float32 (2, height * width): x then y, from -1 (first column or row) to 1 (last).
+    """
+    grid_y, grid_x = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width),
+                                 indexing="ij")
+    return np.stack([grid_x.ravel(), grid_y.ravel()]).astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AffineSampler(keras.layers.Layer):
     """Warps images by one affine transform per image, differentiably: a spatial transformer's
@@ -213,11 +225,9 @@ class AffineSampler(keras.layers.Layer):
         height, width, channels = (int(side) for side in images.shape[1:])
         batch = ops.shape(images)[0]
         theta = ops.reshape(ops.cast(theta, "float32"), (batch, 2, 3))
-        grid_y, grid_x = ops.meshgrid(ops.linspace(-1.0, 1.0, height), ops.linspace(-1.0, 1.0, width),
-                                      indexing="ij")
-        grid = ops.stack([ops.reshape(grid_x, (-1,)), ops.reshape(grid_y, (-1,)),
-                          ops.ones((height * width,))], axis=0)  # (3, H*W)
-        source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, H*W)
+        points = sampling_points(height, width)
+        grid = ops.convert_to_tensor(np.concatenate([points, np.ones((1, height * width), np.float32)]))
+        source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, H*W), grid (3, H*W)
         x = ops.clip((source[:, 0] + 1.0) * (0.5 * (width - 1)), 0.0, float(width - 1))
         y = ops.clip((source[:, 1] + 1.0) * (0.5 * (height - 1)), 0.0, float(height - 1))
         x0, y0 = ops.floor(x), ops.floor(y)
