@@ -289,13 +289,14 @@ def score_on_real(run_dir, splits=REAL_SPLITS, runs_root=None) -> dict:
     import numpy as np
 
     from core import datasets
+    from core.datasets.preprocess import source_image_size
     from core.predictor import Predictor
 
     predictor = Predictor.from_run(run_dir, runs_root)
     scores = {}
     for split in splits:
         try:
-            data = datasets.load("gtsrb", split)
+            data = datasets.load("gtsrb", split, source_image_size(predictor.preprocessing))
         except datasets.DatasetError:
             continue
         predicted = predictor.predict(data.images).argmax(axis=1)

@@ -327,15 +327,13 @@ def validation_raw_images(run_dir: str | os.PathLike, count: int = DEFAULT_VALID
         user would hand to ``Predictor.predict``) and int64 labels.
     """
     from core import datasets
+    from core.reports import image_size_of, split_load_arguments
 
     if int(count) < 1:
         raise ValueError(f"count must be at least 1, received {count!r}")
     config = runs.read_config(runs.run_path(run_dir))
-    spec = config.get("preprocessing") or {}
-    selection = {"classes": config["classes"]} if config.get("classes") is not None else {}
-    sizes = {key: config[key] for key in ("train_size", "valid_size") if config.get(key) is not None}
-    split = datasets.load(config["dataset"], "val", spec.get("image_size"),
-                          seed=config.get("seed", 0), **selection, **sizes)
+    split = datasets.load(config["dataset"], "val", image_size_of(config),
+                          **split_load_arguments(config, "val"))
     # Evenly spaced, so that a split stored class by class still gives every class a share.
     chosen = np.unique(np.linspace(0, len(split.images) - 1, min(int(count), len(split.images)))
                        .round().astype(int))

@@ -184,8 +184,15 @@ def split_load_arguments(config: dict, split: str) -> dict:
 
 
 def image_size_of(config: dict) -> int:
-    """The side in pixels the run's images were loaded at."""
-    return int((config.get("preprocessing") or {}).get("image_size") or config.get("image_size") or 32)
+    """The side in pixels the run's images were loaded at (before a ``center_crop``)."""
+    spec = config.get("preprocessing") or {}
+    size = int(spec.get("image_size") or config.get("image_size") or 32)
+    crop = spec.get("center_crop", 1.0)
+    if isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop < 1:
+        from core.datasets.preprocess import source_image_size
+
+        return source_image_size({"image_size": size, "center_crop": float(crop)})
+    return size
 
 
 def load_split_images(config: dict, split: str, file_names) -> list:

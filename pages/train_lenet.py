@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import jobs, paths, results, runs
 from core.charts import training as training_charts
-from core.datasets import registry
+from core.datasets import preprocess, registry
 from core.models import lenet
 from ui import common, report
 from ui import training as training_ui
@@ -33,7 +33,8 @@ COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
 # Form fields: (config key, where it lives). Values come from the preset in core.models.lenet.
 FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
           "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
-          "dropout", "random_blur", "color", "equalization", "rotation_degrees", "shift", "zoom",
+          "dropout", "random_blur", "color", "equalization", "center_crop", "rotation_degrees",
+          "shift", "zoom",
           "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
           "spatial_transformer")
 
@@ -56,6 +57,7 @@ def preset_field_values(preset: str) -> dict:
         "multi_scale": config["multi_scale"], "dense_units": _as_text(config["dense_units"]),
         "dropout": config["dropout"], "random_blur": config["random_blur"],
         "color": preprocessing.get("color", "rgb"), "equalization": preprocessing.get("equalization", "none"),
+        "center_crop": float(preprocessing.get("center_crop", 1.0)),
         "rotation_degrees": float(augmentation.get("rotation_degrees", 0.0)),
         "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
@@ -102,6 +104,11 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
                          "shift": float(value["shift"]), "zoom": float(value["zoom"])},
     }
+    crop = float(value["center_crop"])
+    if crop != base["preprocessing"]["center_crop"]:
+        config["preprocessing"]["center_crop"] = crop
+    else:  # the preset's crop: the family applies it to the datasets it was measured on
+        del config["preprocessing"]["center_crop"]
     if int(value["labels_per_class"] or 0) > 0:
         config["labels_per_class"] = int(value["labels_per_class"])
     return config
@@ -173,12 +180,14 @@ def render_form() -> None:
         st.checkbox("Spatial transformer (learns to centre and straighten each image)",
                     key=f"{KEY}_spatial_transformer", help=help_text["spatial_transformer"])
         st.markdown("**Images: preprocessing and augmentation**")
-        columns = st.columns(3)
+        columns = st.columns(4)
         columns[0].selectbox("Colour", list(COLOR_LABELS), format_func=COLOR_LABELS.get,
                              key=f"{KEY}_color", help=help_text["color"])
         columns[1].selectbox("Equalisation", ("none", "global", "clahe"), key=f"{KEY}_equalization",
                              help=help_text["equalization"])
-        columns[2].slider("Random blur (share of images)", 0.0, 1.0, step=0.05,
+        columns[2].slider("Centre crop (share kept)", preprocess.MIN_CENTER_CROP, 1.0, step=0.05,
+                          key=f"{KEY}_center_crop", help=help_text["center_crop"])
+        columns[3].slider("Random blur (share of images)", 0.0, 1.0, step=0.05,
                           key=f"{KEY}_random_blur", help=help_text["random_blur"])
         columns = st.columns(4)
         columns[0].slider("Rotation (± degrees)", 0.0, 45.0, step=1.0, key=f"{KEY}_rotation_degrees",

@@ -56,6 +56,8 @@ def test_blur_smooths_and_keeps_mean():
     ({"color": "hsv"}, "color"),
     ({"equalization": "adaptive"}, "equalization"),
     ({"blur": 4}, "odd"),
+    ({"center_crop": 0.3}, r"center_crop must be a number in \[0.5, 1.0\], received 0.3"),
+    ({"center_crop": True}, "center_crop"),
 ])
 def test_bad_preprocessing_specs_name_the_problem(spec, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -73,6 +75,33 @@ def test_resolve_fills_defaults_and_ignores_augmentation_keys():
     assert preprocess.resolve_preprocessing({"rotation_degrees": 10}) == preprocess.DEFAULT_PREPROCESSING
     resolved = preprocess.resolve_augmentation({"image_size": 48, "rotation_degrees": 10})
     assert resolved["rotation_degrees"] == 10.0 and resolved["flip"] == "none"
+
+
+def test_center_crop_loads_more_pixels_and_keeps_the_middle():
+    assert preprocess.source_image_size({"image_size": 32}) == 32
+    assert preprocess.source_image_size({"image_size": 32, "center_crop": 0.8}) == 40
+    assert preprocess.source_image_size({"image_size": 32, "center_crop": 0.85}) == 38
+    # A 100-pixel photo: a 10-pixel black border around a white sign, as GTSRB frames its signs.
+    photo = np.zeros((100, 100, 3), np.uint8)
+    photo[10:90, 10:90] = 255
+    uncropped = preprocess.apply_preprocessing([photo], {"image_size": 32})[0]
+    cropped = preprocess.apply_preprocessing([photo], {"image_size": 32, "center_crop": 0.8})[0]
+    assert (uncropped[0] == 0).all() and (uncropped[16, 16] == 255).all()
+    assert (cropped == 255).all()  # the border is gone: all 32 x 32 pixels show the sign
+
+
+def test_center_crop_treats_a_photo_and_its_loaded_copy_alike():
+    """The trainer loads datasets at source_image_size; the Predictor gets full-size photos.
+    Both must reach the network as the very same pixels."""
+    from core.datasets import base
+
+    rng = np.random.default_rng(3)
+    spec = {"image_size": 32, "color": "grayscale", "equalization": "clahe", "center_crop": 0.8}
+    for side in (23, 40, 57, 131):
+        photo = rng.integers(0, 256, (side, side + 3, 3), dtype=np.uint8)
+        loaded = base.resize_square(photo, preprocess.source_image_size(spec))
+        np.testing.assert_array_equal(preprocess.apply_preprocessing([photo], spec),
+                                      preprocess.apply_preprocessing(loaded[np.newaxis], spec))
 
 
 def test_normalize_modes():

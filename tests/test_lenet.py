@@ -29,6 +29,7 @@ def test_seed_preset_is_the_study_lenet():
         20, 128, "adam", 0.001)
     assert config["preprocessing"]["equalization"] == "clahe"
     assert config["preprocessing"]["color"] == "grayscale"
+    assert config["preprocessing"]["center_crop"] == lenet.SEED_CENTER_CROP == 0.8  # GTSRB's margin
     assert config["augmentation"]["rotation_degrees"] > 0 and config["random_blur"] > 0
     assert "rescaling" in layers  # normalisation inside the model
 
@@ -46,7 +47,7 @@ def test_plus_preset_has_batch_norm_and_multi_scale_features():
     names = {layer.name for layer in model.layers}
     assert {"block1_bn", "multi_scale_features", "block1_skip_pool", "block2_skip_pool"} <= names
     assert config["preprocessing"] == {"image_size": 32, "color": "grayscale", "equalization": "clahe",
-                                       "blur": 0}
+                                       "blur": 0, "center_crop": 1.0}
     assert config["lr_schedule"] == "cosine"
     assert model.output_shape == (None, 43)
 
@@ -72,6 +73,20 @@ def test_random_blur_blurs_only_in_training_and_survives_safe_mode_saving(tmp_pa
     assert loaded.get_layer("blur").probability == 0.5
     with pytest.raises(ValueError, match="kernel_size must be an odd"):
         RandomGaussianBlur(kernel_size=4)
+
+
+def test_the_seed_crop_applies_to_gtsrb_unless_a_config_says_otherwise():
+    def crop(**config):
+        return lenet_family.resolve_config({"model": "lenet5", "preset": "seed", **config})[
+            "preprocessing"]["center_crop"]
+
+    assert crop() == crop(dataset="gtsrb") == lenet.SEED_CENTER_CROP
+    assert crop(dataset="synthetic-signs") == 1.0  # no GTSRB margin to trim
+    assert crop(dataset="synthetic-signs", preprocessing={"center_crop": 0.9}) == 0.9
+    assert crop(preprocessing={"center_crop": 1.0}) == 1.0
+    resolved = lenet_family.resolve_config({"model": "lenet5", "preset": "seed",
+                                            "dataset": "synthetic-signs"})
+    assert lenet_family.resolve_config(resolved) == resolved
 
 
 def test_resolve_config_merges_specs_and_rejects_bad_values():

@@ -21,6 +21,7 @@ def test_config_diff_lists_only_what_differs_from_the_preset():
         "epochs": (1, 20),
         "labels_per_class": (5, None),
         "preprocessing.color": ("rgb", "grayscale"),
+        "preprocessing.center_crop": (1.0, 0.8),  # the seed crop is for GTSRB's framing only
     }
     defaults, label = reports.reference_defaults(config)
     assert label == "lenet5 preset seed"
@@ -91,6 +92,10 @@ def test_load_split_images_finds_the_trainers_images_by_file_name(synthetic_data
     assert images[1] is None
     np.testing.assert_array_equal(images[0], expected.images[3])
     np.testing.assert_array_equal(images[2], expected.images[0])
+    cropped = {**config, "preprocessing": {"image_size": 32, "center_crop": 0.8}}
+    assert reports.image_size_of(config) == 32 and reports.image_size_of(cropped) == 40
+    np.testing.assert_array_equal(reports.load_split_images(cropped, "val", names[:1])[0],
+                                  datasets.load("synthetic-signs", "val", 40, seed=0).images[3])
     with pytest.raises(ValueError, match="split must be one of"):
         reports.split_load_arguments(config, "train")
     assert reports.split_load_arguments({"seed": 3, "classes": [1, 2], "valid_size": 9}, "test") == {

@@ -92,6 +92,8 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.number_input(key="train_lenet_committee_size").value == 1
     assert app.checkbox(key="train_lenet_mirror_signs").value is expected["mirror_signs"]
     assert app.checkbox(key="train_lenet_spatial_transformer").value is expected["spatial_transformer"]
+    assert app.slider(key="train_lenet_center_crop").value == pytest.approx(
+        expected["preprocessing"]["center_crop"])
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
 
@@ -105,12 +107,14 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         app = run_page(TRAIN_PAGE)
         app.number_input(key="train_lenet_epochs").set_value(1)
         app.number_input(key="train_lenet_labels_per_class").set_value(2)
+        app.slider(key="train_lenet_center_crop").set_value(0.9)
         app.button(key="train_lenet_start").click().run()
         assert not app.exception
         run_id = app.session_state["train_lenet_run_id"]
         config = runs.read_config(runs.run_path(run_id))
         assert (config["epochs"], config["labels_per_class"], config["dataset"]) == (1, 2, "synthetic-signs")
         assert config["conv_filters"] == [6, 16]
+        assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)
     finally:

@@ -197,7 +197,8 @@ def test_resolve_config_fills_the_study_defaults_and_validates(tmp_path):
                 "head_units": 256, "dropout": 0.5, "bottleneck": True, "bottleneck_copies": 5}
     assert {key: resolved[key] for key in expected} == expected
     assert resolved["augmentation"]["flip"] == "horizontal" and resolved["augmentation"]["rotation_degrees"] > 0
-    assert resolved["preprocessing"] == {"image_size": 224, "color": "rgb", "equalization": "none", "blur": 0}
+    assert resolved["preprocessing"] == {"image_size": 224, "color": "rgb", "equalization": "none", "blur": 0,
+                                         "center_crop": 1.0}
     fine = family.resolve_config({"model": "vgg16", "strategy": "fine-tune", "epochs": 10})
     assert fine["fine_tune_epochs"] == 5 and fine["fine_tune_learning_rate"] == pytest.approx(1e-5)
     assert fine["fine_tune_blocks"] == 1  # block5, the study

@@ -151,9 +151,11 @@ def describe_predictor(predictor: Predictor) -> str:
     spec = predictor.preprocessing
     color = "grayscale" if predictor.channels == 1 else "RGB"
     blur = spec.get("blur") or 0
+    crop = float(spec.get("center_crop", 1.0))
     return (f"{len(predictor.class_names)} classes · input {predictor.image_size}×"
             f"{predictor.image_size} {color} · equalisation {spec.get('equalization', 'none')} · "
-            f"blur {f'{blur}×{blur}' if blur else 'off'} · inference in {predictor.precision}")
+            f"blur {f'{blur}×{blur}' if blur else 'off'} · "
+            f"centre crop {f'{crop:g}' if crop < 1 else 'off'} · inference in {predictor.precision}")
 
 
 def predictor_for(summary) -> tuple[Predictor | None, str]:

@@ -346,6 +346,10 @@ def preprocessing_spec_controls(name: str) -> tuple[dict, dict, str, bool]:
                                 key=f"datasets_pp_equalization_{name}")
         blur = st.select_slider("Gaussian blur (kernel)", options=[0, 3, 5, 7], value=0,
                                 key=f"datasets_pp_blur_{name}")
+        center_crop = st.slider("Centre crop (share kept)", preprocess.MIN_CENTER_CROP, 1.0, 1.0, 0.05,
+                                key=f"datasets_pp_center_crop_{name}",
+                                help="Trims a fixed border before resizing (GTSRB keeps ~10 % "
+                                     "around each sign).")
         normalization = st.radio("Normalisation (inside the model)", preprocess.NORMALIZATION_MODES,
                                  index=1, horizontal=True, key=f"datasets_pp_normalization_{name}",
                                  format_func=lambda mode: {"none": "none", "scale": "/255",
@@ -364,7 +368,8 @@ def preprocessing_spec_controls(name: str) -> tuple[dict, dict, str, bool]:
                         help="Off for traffic signs: a mirrored 'keep left' means 'keep right'.")
         show = st.toggle("Show augmented samples", key=f"datasets_aug_show_{name}",
                          help="Runs the real Keras layers (the first time imports TensorFlow).")
-    preprocessing_spec = {"image_size": int(size), "color": color, "equalization": equalization, "blur": int(blur)}
+    preprocessing_spec = {"image_size": int(size), "color": color, "equalization": equalization,
+                          "blur": int(blur), "center_crop": float(center_crop)}
     augmentation_spec = {"rotation_degrees": float(rotation), "shift": float(shift), "zoom": float(zoom),
                          "brightness": float(brightness), "flip": flip}
     return preprocessing_spec, augmentation_spec, normalization, show

@@ -13,9 +13,16 @@ key                values                                      default
 ``color``          ``"rgb"`` or ``"grayscale"``                ``"rgb"``
 ``equalization``   ``"none"``, ``"global"`` or ``"clahe"``      ``"none"``
 ``blur``           Gaussian kernel size, 0 (off) or odd >= 3    ``0``
+``center_crop``    share of each side kept around the centre,   ``1.0``
+                   in [0.5, 1] (1 = no crop)
 =================  ==========================================  =========
 
 Equalisation works on the luminance (the Y of YCrCb) for RGB images, so colours are kept.
+``center_crop`` c < 1 trims a fixed border: an image is resized to S' = ceil(S / c) a side
+(:func:`source_image_size`) and its central S × S pixels are kept. GTSRB images keep a margin of
+about 10 % around the sign, so 0.8 spends the network's 32 pixels on the sign. The trainer loads
+datasets at S' already, so a training image and a full-size photo given to the ``Predictor`` go
+through the very same resize and crop.
 
 **Augmentation spec** (``config["augmentation"]``), turned by :func:`build_augmentation` into a
 ``keras.Sequential`` of Keras preprocessing layers that sits inside the model graph. Those layers
@@ -58,7 +65,8 @@ import numpy as np
 
 from core.validation import number_in_range
 
-DEFAULT_PREPROCESSING = {"image_size": 32, "color": "rgb", "equalization": "none", "blur": 0}
+DEFAULT_PREPROCESSING = {"image_size": 32, "color": "rgb", "equalization": "none", "blur": 0,
+                         "center_crop": 1.0}
 DEFAULT_AUGMENTATION = {
     "rotation_degrees": 0.0,
     "shift": 0.0,
@@ -81,6 +89,7 @@ NORMALIZATION_MODES = ("none", "scale", "caffe")
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 1024
 MAX_BLUR = 31
+MIN_CENTER_CROP = 0.5
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILE_PIXELS = 8  # one CLAHE tile per ~8 pixels, between 2 and 8 tiles a side
 # ImageNet means in BGR order, as Keras' VGG16 ``preprocess_input`` (caffe mode) subtracts them.
@@ -91,11 +100,12 @@ def resolve_preprocessing(spec: dict | None = None) -> dict:
     """Fills the defaults of a preprocessing spec and validates it.
 
     Args:
-        spec: a dict with any of ``image_size``, ``color``, ``equalization``, ``blur`` (augmentation
-            keys are allowed and ignored); ``None`` means all defaults.
+        spec: a dict with any of ``image_size``, ``color``, ``equalization``, ``blur``,
+            ``center_crop`` (augmentation keys are allowed and ignored); ``None`` means all
+            defaults.
 
     Returns:
-        A new dict with exactly the four preprocessing keys.
+        A new dict with exactly the preprocessing keys of ``DEFAULT_PREPROCESSING``.
 
     Raises:
         ValueError: an unknown key or a value out of range, with what was received.
@@ -129,7 +139,47 @@ def resolve_preprocessing(spec: dict | None = None) -> dict:
             f"{MAX_BLUR}, received {blur!r}"
         )
     resolved["blur"] = int(blur) if blur != 1 else 0
+    resolved["center_crop"] = number_in_range("preprocessing center_crop", resolved["center_crop"],
+                                              MIN_CENTER_CROP, 1.0)
     return resolved
+
+
+def source_image_size(spec: dict | None = None) -> int:
+    """The side at which to load a dataset's images before ``spec`` is applied.
+
+    Without a crop it is ``image_size``. With ``center_crop`` c < 1 it is ``ceil(image_size / c)``,
+    so that the kept centre still has at least ``image_size`` pixels a side.
+
+    Args:
+        spec: a preprocessing spec; ``None`` means the defaults.
+
+    Returns:
+        The side in pixels.
+    """
+    spec = resolve_preprocessing(spec)
+    return _outer_size(spec["image_size"], spec["center_crop"])
+
+
+def _outer_size(size: int, center_crop: float) -> int:
+    return int(np.ceil(size / center_crop - 1e-9))
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes to size x size: area interpolation when shrinking, linear when enlarging."""
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    shrinking = height > size or width > size
+    resized = cv2.resize(image, (size, size),
+                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized[..., np.newaxis] if resized.ndim == 2 else resized
+
+
+def _center_crop(image: np.ndarray, size: int, outer: int) -> np.ndarray:
+    """Resizes to outer x outer, then keeps the central size x size pixels."""
+    image = _resize(image, outer)
+    offset = (outer - size) // 2
+    return image[offset:offset + size, offset:offset + size]
 
 
 def resolve_augmentation(spec: dict | None = None) -> dict:
@@ -221,13 +271,10 @@ def _preprocess_one(image: np.ndarray, spec: dict, clahe) -> np.ndarray:
     size = spec["image_size"]
     if image.shape[-1] == 4:
         image = image[..., :3]
-    height, width = image.shape[:2]
-    if (height, width) != (size, size):
-        shrinking = height > size or width > size
-        image = cv2.resize(image, (size, size),
-                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        if image.ndim == 2:
-            image = image[..., np.newaxis]
+    if spec["center_crop"] < 1.0:
+        image = _center_crop(image, size, _outer_size(size, spec["center_crop"]))
+    else:
+        image = _resize(image, size)
     channels = image.shape[-1]
     if spec["color"] == "grayscale":
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if channels == 3 else image[..., 0]
@@ -273,7 +320,7 @@ def apply_preprocessing(images: np.ndarray | Iterable[np.ndarray], spec: dict | 
     output = np.empty((count, size, size, channels), dtype=np.uint8)
     if count == 0:
         return output
-    plain = spec["equalization"] == "none" and not spec["blur"]
+    plain = spec["equalization"] == "none" and not spec["blur"] and spec["center_crop"] == 1.0
     if isinstance(batch, np.ndarray) and plain and batch.shape[1:3] == (size, size):
         # Fast path: nothing to resize or filter, only (maybe) a colour conversion.
         if batch.shape[-1] == channels:

@@ -16,6 +16,11 @@ Presets (``PRESETS``):
   official test sample against 94.5 / 96.0 / 96.5 % without (validation 97.6 % both ways), i.e.
   the same mean validation accuracy with a steadier, higher test figure. Re-measured after the
   move to one ``RandomAffine`` warp and oneDNN kernels: 95.0 / 95.5 / 96.0 % (validation 97.6 %).
+  Preprocessing keeps the central 80 % of each side (``center_crop`` 0.8: the image is resized to
+  40 × 40 and its middle 32 × 32 kept), so the 32 pixels go to the sign instead of GTSRB's
+  margin: seeds 0 / 1 / 2 then measured 96.0 / 96.0 / 97.5 % on the test sample (validation
+  98.21 / 98.16 / 97.58 %). A crop of 0.75 gave 96.0 / 96.5 / 96.5 % (97.88 % mean validation),
+  0.85 and 0.9 less than 0.8 (seed 0).
   Tried and not kept (no gain on validation or the test sample): rotation ±15° with blur on
   25 %, brightness and contrast jitter, and a second augmented pass per epoch.
 * ``classic``: LeCun et al. 1998 in spirit, for teaching: grayscale input, tanh, average pooling,
@@ -62,6 +67,13 @@ PADDINGS = ("valid", "same")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 STN_UNITS = 64  # hidden units of the spatial transformer's localisation network
+# Share of each side the seed preset keeps around the centre: GTSRB frames each sign with a
+# margin of about 10 % (the annotated sign box is 78 % of the image side, median).
+SEED_CENTER_CROP = 0.8
+# The datasets a preset's ``center_crop`` applies to. Elsewhere it is 1 (no crop) unless a config
+# sets it: the synthetic signs fill 65-95 % of their image, and a crop of 0.8 cut into them
+# (a 5-class, 20-labels-per-class seed job fell from 61 % to 44 % test accuracy).
+CENTER_CROP_DATASETS = ("gtsrb",)
 
 PRESETS: dict[str, dict] = {
     "seed": {
@@ -87,7 +99,8 @@ PRESETS: dict[str, dict] = {
         "mirror_signs": False,
         "spatial_transformer": False,
         "committee_size": 1,
-        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
+        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0,
+                          "center_crop": SEED_CENTER_CROP},
         "augmentation": {"rotation_degrees": 10.0},
     },
     "classic": {
@@ -113,7 +126,8 @@ PRESETS: dict[str, dict] = {
         "mirror_signs": False,
         "spatial_transformer": False,
         "committee_size": 1,
-        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "none", "blur": 0},
+        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "none", "blur": 0,
+                          "center_crop": 1.0},
         "augmentation": {},
     },
     "plus": {  # the committee preset below reuses these settings
@@ -139,7 +153,8 @@ PRESETS: dict[str, dict] = {
         "mirror_signs": False,
         "spatial_transformer": True,
         "committee_size": 1,
-        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0},
+        "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0,
+                          "center_crop": 1.0},  # the spatial transformer finds the sign itself
         "augmentation": {"rotation_degrees": 15.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1},
     },
 }
@@ -192,6 +207,11 @@ FIELD_HELP = {
     "color": "Colour or grayscale input. Signs are recognisable in grayscale, which is cheaper.",
     "equalization": "Histogram equalisation fixes dark or washed-out photos: global, or CLAHE "
                     "(adaptive, per tile).",
+    "center_crop": "Share of each side kept around the image centre (1 = the whole image). "
+                   "GTSRB photos keep a margin of about 10 % around the sign; 0.8 trims it, so the "
+                   "32 pixels go to the sign. Applied identically when classifying. A preset's "
+                   "crop applies to GTSRB only; other datasets keep the whole image unless you "
+                   "change this value.",
     "rotation_degrees": "Random rotation of training images by up to ± this many degrees.",
     "shift": "Random shift of training images, as a fraction of their size.",
     "zoom": "Random zoom in or out of training images, as a fraction.",

@@ -106,6 +106,10 @@ def resolve_config(config: dict, runs_root=None) -> dict:
             resolved[key] = value
     if config.get("image_size") is not None:
         resolved["preprocessing"]["image_size"] = config["image_size"]
+    if "center_crop" not in (config.get("preprocessing") or {}) and (
+            resolved["dataset"] not in lenet.CENTER_CROP_DATASETS):
+        # A preset's crop trims GTSRB's margin; other images keep their whole frame unless asked.
+        resolved["preprocessing"]["center_crop"] = 1.0
     resolved["preset"] = preset
     check_dataset(resolved)
     for key in ("epochs", "batch_size", "epoch_repeats", "committee_size"):

@@ -135,8 +135,10 @@ def load_prepared_splits(config: dict, logger=None):
     from core import datasets
     from core.datasets import registry
 
+    from core.datasets.preprocess import source_image_size
+
     name = config["dataset"]
-    size = config["preprocessing"]["image_size"]
+    size = source_image_size(config["preprocessing"])
     seed = config["seed"]
     selection = {"classes": config["classes"]} if config.get("classes") is not None else {}
     sizes = {key: config[key] for key in ("train_size", "valid_size") if config.get(key) is not None}
