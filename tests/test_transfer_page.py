@@ -9,12 +9,21 @@ from tests.conftest import run_page
 
 
 @pytest.fixture
-def cancel_queued_runs():
-    """Cancels every run the test queued (their detached workers then exit)."""
-    yield
-    for summary in runs.list_runs():
-        if summary.state in (runs.QUEUED, runs.RUNNING):
-            jobs.cancel(summary.run_id)
+def cancel_queued_runs(isolated_roots, monkeypatch):
+    """Keeps the runs the test queues queued, then cancels them (their detached workers exit).
+
+    The test holds the only job slot: a worker that started would fail at once on the empty
+    data root, and the page would show that failure as an error, depending on timing.
+    """
+    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "1")
+    slot = jobs.try_acquire_slot(isolated_roots["runs"])
+    try:
+        yield
+    finally:
+        for summary in runs.list_runs():
+            if summary.state in (runs.QUEUED, runs.RUNNING):
+                jobs.cancel(summary.run_id)
+        slot.release()
 
 
 def test_transfer_page_shows_the_study_defaults():
