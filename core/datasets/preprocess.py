@@ -165,13 +165,10 @@ def _outer_size(size: int, center_crop: float) -> int:
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resizes to size x size: area interpolation when shrinking, linear when enlarging."""
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
-        return image
-    shrinking = height > size or width > size
-    resized = cv2.resize(image, (size, size),
-                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    """``base.resize_square`` (the loaders' resize, so stored copies match), keeping a channel axis."""
+    from core.datasets.base import resize_square
+
+    resized = resize_square(image, size)
     return resized[..., np.newaxis] if resized.ndim == 2 else resized
 
 
