@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from core import runs
+from core import environment, runs
 
 MAX_MISCLASSIFIED = 64
 PREDICT_BATCH_SIZE = 256
@@ -245,8 +245,6 @@ def make_strategy(config: dict):
 
 def describe_device(strategy=None) -> str:
     """Human name of what trains: ``"CPU"``, a GPU name, or ``"mirrored: 2 × NVIDIA H100"``."""
-    from core import environment
-
     gpus = environment.framework_gpus()
     names = [str(gpu.get("name")) for gpu in gpus]
     if strategy is not None:
@@ -620,6 +618,7 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
             raise TrainingCancelled("cancelled before training started")
         from core.training.families import family_module
 
+        environment.disable_tf_data_autotune()  # no idle pauses between epochs (see there)
         family = family_module(str(config.get("model")))
         strategy = make_strategy(config)
         device = describe_device(strategy)
