@@ -33,9 +33,9 @@ def disable_tf_data_autotune() -> bool:
     Under the TensorFlow backend, ``model.fit``/``evaluate``/``predict`` on arrays go through a
     ``tf.data`` pipeline with ``AUTOTUNE`` prefetching, which starts tf.data's autotuning thread.
     Keras makes a new iterator every epoch, and destroying the old one waits for that thread's
-    current sleep to end; the sleep doubles from 10 ms up to a minute over an iterator's life
-    (TensorFlow 2.21). So epochs started with the whole process idle: pauses of 5, 10, 20 s,
-    growing along a run (a 40 s plus-preset epoch took 80-90 s at times). Without autotuning
+    current sleep to end; the sleep doubles from 10 ms as the iterator lives (sleeps of 5.12 and
+    10.24 s seen here, TensorFlow 2.21). So epochs started with the whole process idle, for
+    longer as a run went on (a 40 s plus-preset epoch took 80-90 s at times). Without autotuning
     the batches, their order and the results are the same (the shuffling does not depend on it)
     and the pauses are gone. Idempotent; does nothing on other backends.
 
