@@ -63,6 +63,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from core.datasets.base import resize_square
 from core.validation import number_in_range
 
 DEFAULT_PREPROCESSING = {"image_size": 32, "color": "rgb", "equalization": "none", "blur": 0,
@@ -166,8 +167,6 @@ def _outer_size(size: int, center_crop: float) -> int:
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     """``base.resize_square`` (the loaders' resize, so stored copies match), keeping a channel axis."""
-    from core.datasets.base import resize_square
-
     resized = resize_square(image, size)
     return resized[..., np.newaxis] if resized.ndim == 2 else resized
 
