@@ -166,6 +166,11 @@ def _matches_source(summary: runs.RunSummary, source: str) -> bool:
         return False
     if config.get("dataset") != wanted["dataset"]:
         return False
+    if source == "synthetic-signs":
+        from core.datasets.synthetic_signs import GENERATOR_VERSION
+
+        if config.get("generator_version") != GENERATOR_VERSION:
+            return False  # trained on images an older generator drew
     classes = config.get("classes")
     return (list(classes) if classes is not None else None) == wanted.get("classes")
 
@@ -175,7 +180,8 @@ def find_source_run(source: str, runs_root=None, min_val_accuracy: float = SOURC
     """Finds the best finished run that can serve as the source network.
 
     Suitable: a completed LeNet run (``lenet5`` or ``lenet5-transfer`` scratch) on the source
-    data (synthetic signs; or GTSRB restricted to classes 0-20) with a ``model.keras`` and a
+    data (synthetic signs drawn by the current generator version, its config's
+    ``generator_version``; or GTSRB restricted to classes 0-20) with a ``model.keras`` and a
     best validation accuracy of at least ``min_val_accuracy``.
 
     Args:

@@ -18,8 +18,9 @@ from core import runs
 
 # Keys that pick the defaults a run is compared against (the rest of the config is the diff).
 DEFAULTS_KEYS = ("model", "preset", "strategy")
-# Keys that are bookkeeping, not settings a student chose.
-IGNORED_KEYS = ("sweep_id", "source_run_dir")
+# Keys that are bookkeeping, not settings a student chose (generator_version: which
+# synthetic-signs generator drew the data, recorded by the LeNet family).
+IGNORED_KEYS = ("sweep_id", "source_run_dir", "generator_version")
 LOG_TAIL_CHARACTERS = 4000
 # Files of a run folder offered for download, in this order, with their MIME types.
 DOWNLOAD_FILES = (

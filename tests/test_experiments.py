@@ -70,10 +70,25 @@ def test_find_source_run_reuses_only_good_finished_runs_on_the_source_data():
     assert experiments.find_source_run("gtsrb-half") == better
     assert experiments.find_source_run("gtsrb-half", min_val_accuracy=0.94) == better
     assert experiments.find_source_run("synthetic-signs") is None
-    lenet_page_run = _fake_run({"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs"},
-                               val_accuracy=0.97)
+    from core.datasets.synthetic_signs import GENERATOR_VERSION
+    from core.training import lenet_family
+
+    # A synthetic-signs source must have seen the images the current generator draws.
+    _fake_run({"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs",
+               "generator_version": GENERATOR_VERSION - 1}, val_accuracy=0.99)
+    _fake_run({"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs"}, val_accuracy=0.99)
+    assert experiments.find_source_run("synthetic-signs") is None
+    page_config = lenet_family.resolve_config({"model": "lenet5", "dataset": "synthetic-signs"})
+    assert page_config["generator_version"] == GENERATOR_VERSION
+    lenet_page_run = _fake_run(page_config, val_accuracy=0.97)
     assert experiments.find_source_run("synthetic-signs") == lenet_page_run
     assert good != better
+    assert "generator_version" not in lenet_family.resolve_config({"model": "lenet5"})
+    with pytest.raises(ValueError, match="generator version"):
+        lenet_family.resolve_config({"model": "lenet5", "dataset": "synthetic-signs",
+                                     "generator_version": GENERATOR_VERSION - 1})
+    with pytest.raises(ValueError, match="synthetic-signs dataset only"):
+        lenet_family.resolve_config({"model": "lenet5", "generator_version": GENERATOR_VERSION})
 
 
 def test_few_shot_results_pair_the_arms_and_compute_the_gain(tmp_path):

@@ -22,7 +22,10 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   43 GTSRB classes only (gtsrb, synthetic-signs);
 * ``committee_size``: networks trained side by side that vote by averaging (1 = one network; the
   ``committee`` preset uses several, see ``lenet.build_committee``);
-* ``seed`` (0) and ``distribute`` (none | mirrored).
+* ``seed`` (0) and ``distribute`` (none | mirrored);
+* ``generator_version``: set by ``resolve_config`` for the synthetic-signs dataset (the
+  ``core.datasets.synthetic_signs.GENERATOR_VERSION`` that draws its images; another value is
+  refused), absent elsewhere.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from core.training.transfer_support import check_dataset
 MODEL_NAME = "lenet5"
 DEFAULT_DATASET = "gtsrb"
 DATA_KEYS = ("labels_per_class", "train_size", "valid_size", "max_test_images")
-GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size")
+GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size",
+                "generator_version")
 # Options of other families that the CLI may pass; LeNet accepts them only when empty.
 FOREIGN_KEYS = ("strategy", "weights")
 # Training steps per compiled call. LeNet's steps take a few ms, so per-step Python and callback
@@ -112,6 +116,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
         resolved["preprocessing"]["center_crop"] = 1.0
     resolved["preset"] = preset
     check_dataset(resolved)
+    _record_generator_version(resolved)
     for key in ("epochs", "batch_size", "epoch_repeats", "committee_size"):
         check_int(resolved, key)
     check_int(resolved, "seed", minimum=0)
@@ -147,6 +152,30 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     resolved["augmentation"] = preprocess.resolve_augmentation(resolved["augmentation"])
     _check_fits(resolved)
     return resolved
+
+
+def _record_generator_version(resolved: dict) -> None:
+    """Stores which synthetic-signs generator drew a run's data (``generator_version``).
+
+    The generator's images change between versions, so a source run trained on an older
+    version must not be reused as if it were current (``core.experiments.find_source_run``).
+    Other datasets have no such key.
+    """
+    if resolved["dataset"] != "synthetic-signs":
+        if resolved.get("generator_version") is not None:
+            raise ValueError("generator_version applies to the synthetic-signs dataset only, received "
+                             f"generator_version={resolved['generator_version']!r} for dataset "
+                             f"{resolved['dataset']!r}")
+        resolved.pop("generator_version", None)
+        return
+    from core.datasets.synthetic_signs import GENERATOR_VERSION
+
+    asked = resolved.get("generator_version")
+    if asked is not None and asked != GENERATOR_VERSION:
+        raise ValueError(f"this code draws synthetic signs with generator version {GENERATOR_VERSION}, "
+                         f"received generator_version={asked!r} (a run on another version cannot "
+                         "be re-created or resumed)")
+    resolved["generator_version"] = GENERATOR_VERSION
 
 
 def _check_fits(config: dict) -> None:
