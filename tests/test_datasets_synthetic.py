@@ -1,6 +1,7 @@
 """The synthetic-signs generator: deterministic, GTSRB ids, labelled synthetic, cached."""
 
 import numpy as np
+import pytest
 
 from core import datasets
 from core.datasets import cache, registry, signs, synthetic_signs
@@ -49,14 +50,16 @@ def test_load_is_labelled_synthetic_and_cached(isolated_roots):
     assert big.shape == (2, 48, 48, 3)
 
 
-def test_version_two_rekeys_the_cache_and_looks_like_gtsrb():
-    assert synthetic_signs.GENERATOR_VERSION >= 2
+def test_each_generator_version_rekeys_the_cache_and_looks_like_gtsrb():
+    assert synthetic_signs.GENERATOR_VERSION >= 3
     key = cache.cache_key(dataset="synthetic-signs", generator=synthetic_signs.GENERATOR_VERSION,
                           seed=synthetic_signs.GENERATOR_SEED, split="val", image_size=32,
                           count_per_class=30)
-    old = cache.cache_key(dataset="synthetic-signs", generator=1, seed=synthetic_signs.GENERATOR_SEED,
-                          split="val", image_size=32, count_per_class=30)
-    assert key != old
+    for old_version in range(1, synthetic_signs.GENERATOR_VERSION):
+        old = cache.cache_key(dataset="synthetic-signs", generator=old_version,
+                              seed=synthetic_signs.GENERATOR_SEED, split="val", image_size=32,
+                              count_per_class=30)
+        assert key != old
     images, _, _ = synthetic_signs.generate(range(signs.NUM_CLASSES), 3, "train", 32)
     brightness = images.reshape(len(images), -1).mean(axis=1)
     # GTSRB's crops are often dark (its mean is about 84 of 255) and vary a lot in exposure.
@@ -66,6 +69,22 @@ def test_version_two_rekeys_the_cache_and_looks_like_gtsrb():
     centre = images[:, 10:22, 10:22].astype(float).mean(axis=(1, 2, 3))
     border = images[:, :2].astype(float).mean(axis=(1, 2, 3))
     assert np.abs(centre - border).mean() > 5
+
+
+def test_speed_limit_digits_are_tall_and_narrow_like_real_signs():
+    side = 128
+    rows, columns = np.mgrid[0:side, 0:side]
+    inside = np.hypot(rows - (side - 1) / 2, columns - (side - 1) / 2) < 0.35 * side
+    for class_id, digits in signs.SPEED_LIMITS.items():
+        image, _ = synthetic_signs._draw_template(class_id, side)
+        ink_rows, ink_columns = np.nonzero(inside & (image.max(axis=-1) < 100))
+        height = (ink_rows.max() - ink_rows.min() + 1) / side
+        width = (ink_columns.max() - ink_columns.min() + 1) / side
+        box_width, box_height = synthetic_signs.DIGIT_BOXES[len(digits)]
+        assert abs(height - box_height) < 0.02 and abs(width - box_width) < 0.02, (class_id, height, width)
+        # DIN 1451 digits are about twice as tall as wide; OpenCV's own font is not.
+        assert height / (width / len(digits)) > 1.7, (class_id, height, width)
+        assert ink_rows.mean() / side == pytest.approx(0.5, abs=0.03)
 
 
 def test_generation_is_fast_enough_for_the_app():

@@ -27,7 +27,11 @@ import numpy as np
 
 from core.datasets import base, cache, signs
 
-GENERATOR_VERSION = 2  # 2: GTSRB-like framing and domain randomisation
+# 2: GTSRB-like framing and domain randomisation; 3: pictograms closer to real signs:
+# speed-limit digits tall and narrow (DIN 1451), lower cars, a lorry seen from behind, a smaller
+# lorry facing left (class 16), a bolder right-of-way pictogram, a thinner no-entry bar, signal
+# lights without housing, a branched snowflake, a slender leaping deer
+GENERATOR_VERSION = 3
 GENERATOR_SEED = 20110731  # the GTSRB paper's IJCNN 2011 conference date
 NATURAL_IMAGE_SIZE = 32
 MIN_RENDER_SIZE = 64  # drawn at least this large, then shrunk with area averaging
@@ -43,6 +47,10 @@ BLUE = (18, 72, 168)
 YELLOW = (246, 186, 22)
 GREY = (128, 128, 128)
 DARK_GREY = (80, 80, 80)
+# Speed-limit digits (DIN 1451 on real signs): (width, height) of the text as shares of the
+# sign's side, by number of digits, and the stroke as a share of the text height.
+DIGIT_BOXES = {2: (0.48, 0.42), 3: (0.62, 0.4)}
+DIGIT_STROKE = 0.16
 SIGNAL_COLORS = ((205, 30, 30), (245, 190, 20), (20, 150, 60))
 
 
@@ -102,6 +110,32 @@ class _Painter:
         (text_width, text_height), _ = cv2.getTextSize(text, font, scale, stroke)
         origin = (int(round(cx * self.size - text_width / 2)), int(round(cy * self.size + text_height / 2)))
         cv2.putText(self.image, text, origin, font, scale, color, stroke, cv2.LINE_AA)
+
+    def text_box(self, text, cx, cy, width, height, color, stroke=DIGIT_STROKE):
+        """Writes ``text`` squeezed into a ``width`` x ``height`` box centred at (cx, cy).
+
+        Real signs use a narrow typeface (DIN 1451) whose digits are about twice as tall as
+        wide; OpenCV's fonts are wide, so the text is drawn large, cut to its ink and resized
+        to the box. ``stroke`` is the stroke width as a share of the text height before the
+        squeeze.
+        """
+        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 6.0
+        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
+        thickness = max(1, int(round(stroke * text_height)))
+        margin = thickness + 4
+        scratch = np.zeros((text_height + 2 * margin + 8, text_width + 2 * margin), dtype=np.uint8)
+        cv2.putText(scratch, text, (margin, margin + text_height), font, scale, 255, thickness,
+                    cv2.LINE_AA)
+        rows, columns = np.nonzero(scratch)
+        ink = scratch[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+        box_width = max(1, int(round(width * self.size)))
+        box_height = max(1, int(round(height * self.size)))
+        alpha = cv2.resize(ink, (box_width, box_height), interpolation=cv2.INTER_AREA)
+        left = int(round(cx * self.size - box_width / 2))
+        top = int(round(cy * self.size - box_height / 2))
+        region = self.image[top:top + box_height, left:left + box_width]
+        weight = alpha[:region.shape[0], :region.shape[1], np.newaxis] / 255.0
+        region[:] = np.round(region * (1.0 - weight) + np.asarray(color) * weight).astype(np.uint8)
 
     def arrow(self, points, color, thickness, head=0.13):
         """A polyline ending in a filled arrowhead pointing along its last segment."""
@@ -165,8 +199,8 @@ def _blue_disc(painter):
 
 
 def _car(painter, cx, cy, width, color):
-    """A car seen from behind: body, roof, two wheels."""
-    height = width * 0.55
+    """A car seen from behind: body, roof, two wheels (low and wide, as on real signs)."""
+    height = width * 0.45
     painter.rectangle(cx - width / 2, cy - height * 0.15, cx + width / 2, cy + height * 0.45, color)
     painter.polygon([(cx - width * 0.35, cy - height * 0.15), (cx - width * 0.25, cy - height * 0.6),
                      (cx + width * 0.25, cy - height * 0.6), (cx + width * 0.35, cy - height * 0.15)], color)
@@ -175,11 +209,11 @@ def _car(painter, cx, cy, width, color):
 
 
 def _truck(painter, cx, cy, width, color):
-    """A lorry seen from the side: box, cab, wheels."""
+    """A lorry seen from the side, facing left as on real signs: cab, box, wheels."""
     height = width * 0.5
-    painter.rectangle(cx - width / 2, cy - height / 2, cx + width * 0.18, cy + height * 0.3, color)
-    painter.rectangle(cx + width * 0.22, cy - height * 0.15, cx + width / 2, cy + height * 0.3, color)
-    for wheel_x in (cx - width * 0.32, cx + width * 0.35):
+    painter.rectangle(cx - width * 0.18, cy - height / 2, cx + width / 2, cy + height * 0.3, color)
+    painter.rectangle(cx - width / 2, cy - height * 0.15, cx - width * 0.22, cy + height * 0.3, color)
+    for wheel_x in (cx - width * 0.35, cx + width * 0.32):
         painter.disc(wheel_x, cy + height * 0.36, width * 0.09, color)
 
 
@@ -196,9 +230,10 @@ def _person(painter, cx, top, height, color, stride=0.5):
 
 def _draw_warning_pictogram(painter, class_id):
     k = BLACK
-    if class_id == 11:  # right of way: a cross with a thicker vertical
-        painter.line((0.5, 0.42), (0.5, 0.76), k, 0.07)
-        painter.line((0.36, 0.58), (0.64, 0.58), k, 0.05)
+    if class_id == 11:  # right of way: a tapering upright with a rounded top, crossed by a bar
+        painter.disc(0.5, 0.42, 0.055, k)
+        painter.polygon([(0.44, 0.42), (0.56, 0.42), (0.575, 0.78), (0.425, 0.78)], k)
+        painter.line((0.36, 0.57), (0.64, 0.57), k, 0.08)
     elif class_id == 18:  # general caution: "!"
         painter.polygon([(0.47, 0.4), (0.53, 0.4), (0.515, 0.66), (0.485, 0.66)], k)
         painter.disc(0.5, 0.72, 0.03, k)
@@ -226,10 +261,9 @@ def _draw_warning_pictogram(painter, class_id):
         painter.line((0.44, 0.54), (0.58, 0.62), k, 0.03)
         painter.line((0.52, 0.5), (0.62, 0.72), k, 0.025)
         painter.polygon([(0.55, 0.78), (0.66, 0.66), (0.74, 0.78)], k)
-    elif class_id == 26:  # traffic signals: red, yellow, green lights
-        painter.rectangle(0.43, 0.37, 0.57, 0.79, k)
+    elif class_id == 26:  # traffic signals: red, yellow, green lights (no housing)
         for index, color in enumerate(SIGNAL_COLORS):
-            painter.disc(0.5, 0.445 + index * 0.135, 0.048, color)
+            painter.disc(0.5, 0.47 + index * 0.125, 0.05, color)
     elif class_id == 27:  # pedestrians
         _person(painter, 0.5, 0.4, 0.38, k)
     elif class_id == 28:  # children crossing: an adult and a child
@@ -241,21 +275,27 @@ def _draw_warning_pictogram(painter, class_id):
         painter.polyline([(0.37, 0.68), (0.46, 0.56), (0.6, 0.56), (0.63, 0.68)], k, 0.03)
         painter.polyline([(0.46, 0.56), (0.5, 0.68), (0.6, 0.56)], k, 0.025)
         painter.line((0.6, 0.56), (0.58, 0.49), k, 0.025)
-    elif class_id == 30:  # ice/snow: a snowflake
-        for angle in (90, 30, -30):
-            radians = math.radians(angle)
-            dx, dy = 0.15 * math.cos(radians), 0.15 * math.sin(radians)
-            painter.line((0.5 - dx, 0.6 - dy), (0.5 + dx, 0.6 + dy), k, 0.035)
-        painter.disc(0.5, 0.6, 0.035, k)
-    elif class_id == 31:  # wild animals: a leaping deer
-        painter.ellipse((0.5, 0.58), (0.13, 0.06), -25, k)
-        painter.line((0.41, 0.63), (0.33, 0.75), k, 0.03)
-        painter.line((0.43, 0.62), (0.4, 0.77), k, 0.03)
-        painter.line((0.58, 0.53), (0.69, 0.64), k, 0.03)
-        painter.line((0.6, 0.52), (0.64, 0.66), k, 0.03)
-        painter.ellipse((0.63, 0.45), (0.045, 0.03), -30, k)
-        painter.line((0.62, 0.43), (0.6, 0.36), k, 0.02)
-        painter.line((0.65, 0.42), (0.68, 0.35), k, 0.02)
+    elif class_id == 30:  # ice/snow: a snowflake, six branched arms round a ring
+        for angle in range(0, 360, 60):
+            radians = math.radians(angle + 90)
+            tip = (0.5 + 0.15 * math.cos(radians), 0.6 + 0.15 * math.sin(radians))
+            painter.line((0.5, 0.6), tip, k, 0.03)
+            for side in (-1, 1):
+                branch = radians + side * math.radians(40)
+                start = (0.5 + 0.09 * math.cos(radians), 0.6 + 0.09 * math.sin(radians))
+                painter.line(start, (start[0] + 0.05 * math.cos(branch), start[1] + 0.05 * math.sin(branch)),
+                             k, 0.02)
+        painter.ring(0.5, 0.6, 0.055, k, 0.025)
+    elif class_id == 31:  # wild animals: a slender deer leaping up to the right
+        painter.line((0.38, 0.66), (0.58, 0.55), k, 0.055)  # body
+        painter.line((0.58, 0.55), (0.64, 0.45), k, 0.03)  # neck
+        painter.ellipse((0.655, 0.44), (0.035, 0.022), -20, k)  # head
+        painter.line((0.63, 0.43), (0.6, 0.37), k, 0.015)  # antlers
+        painter.line((0.65, 0.42), (0.67, 0.36), k, 0.015)
+        painter.line((0.56, 0.56), (0.68, 0.6), k, 0.025)  # forelegs reaching forward
+        painter.line((0.55, 0.57), (0.66, 0.64), k, 0.025)
+        painter.line((0.39, 0.66), (0.28, 0.76), k, 0.025)  # hind legs pushing off
+        painter.line((0.4, 0.67), (0.33, 0.78), k, 0.025)
 
 
 def _draw_mandatory_arrow(painter, class_id):
@@ -289,10 +329,10 @@ def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     if class_id in signs.SPEED_LIMITS:
         _red_ring(painter)
         digits = signs.SPEED_LIMITS[class_id]
-        painter.text(digits, 0.5, 0.5, 0.5 if len(digits) == 2 else 0.6, BLACK, 0.05)
+        painter.text_box(digits, 0.5, 0.5, *DIGIT_BOXES[len(digits)], BLACK)
     elif class_id == 6:
         _end_disc(painter)
-        painter.text("80", 0.5, 0.5, 0.48, GREY, 0.05)
+        painter.text_box("80", 0.5, 0.5, *DIGIT_BOXES[2], GREY)
         _end_stripes(painter)
     elif class_id in (9, 10, 41, 42):
         if class_id in (9, 10):
@@ -303,8 +343,10 @@ def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
             left_color = right_color = GREY
         if class_id in (9, 41):
             _car(painter, 0.36, 0.52, 0.22, left_color)
-        else:
-            _truck(painter, 0.35, 0.5, 0.27, left_color)
+        else:  # a lorry seen from behind: a tall box, as on real signs
+            painter.rectangle(0.23, 0.39, 0.47, 0.62, left_color)
+            painter.rectangle(0.25, 0.62, 0.3, 0.66, BLACK)
+            painter.rectangle(0.4, 0.62, 0.45, 0.66, BLACK)
         _car(painter, 0.66, 0.52, 0.22, right_color)
         if class_id in (41, 42):
             _end_stripes(painter)
@@ -312,7 +354,7 @@ def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         _red_ring(painter)
     elif class_id == 16:
         _red_ring(painter)
-        _truck(painter, 0.5, 0.52, 0.5, BLACK)
+        _truck(painter, 0.5, 0.52, 0.42, BLACK)
     elif class_id == 32:
         _end_disc(painter)
         _end_stripes(painter, count=7)
@@ -332,7 +374,7 @@ def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         painter.text("STOP", 0.5, 0.5, 0.7, WHITE, 0.045, cv2.FONT_HERSHEY_SIMPLEX)
     elif class_id == 17:  # no entry: red disc with a white bar
         painter.disc(0.5, 0.5, 0.48, RED, mask=True)
-        painter.rectangle(0.2, 0.42, 0.8, 0.58, WHITE)
+        painter.rectangle(0.14, 0.44, 0.86, 0.56, WHITE)  # long and thin, unlike STOP's word
     elif class_id in signs.WARNING:
         _triangle(painter)
         _draw_warning_pictogram(painter, class_id)
