@@ -87,6 +87,25 @@ def test_speed_limit_digits_are_tall_and_narrow_like_real_signs():
         assert ink_rows.mean() / side == pytest.approx(0.5, abs=0.03)
 
 
+def test_zeros_are_plain_ovals_and_stroke_weights_vary():
+    # OpenCV's zero is slashed; a German sign's is not. The middle of the "0" of 30 km/h (the
+    # second half of its digit box) is paper, the ring round it is ink.
+    side = 128
+    image, _ = synthetic_signs._draw_template(1, side)
+    gray = image.max(axis=-1)
+    box_width, _ = synthetic_signs.DIGIT_BOXES[2]
+    zero_centre_x = int(round((0.5 + box_width / 4) * side))
+    centre_y = side // 2
+    assert gray[centre_y - 3:centre_y + 4, zero_centre_x - 2:zero_centre_x + 3].min() > 200
+    assert (gray[centre_y, zero_centre_x:int(0.5 * side + box_width / 2 * side) + 1] < 100).any()
+    # Heavier stroke weights put more ink on the same pictogram (here: bicycles).
+    ink = []
+    for weight in synthetic_signs.STROKE_WEIGHTS:
+        drawn, mask = synthetic_signs._draw_template(29, side, weight)
+        ink.append(int(((drawn.max(axis=-1) < 100) & (mask > 128)).sum()))
+    assert ink == sorted(ink) and ink[-1] > 1.3 * ink[0], ink
+
+
 def test_generation_is_fast_enough_for_the_app():
     seconds = synthetic_signs.timed_generation(count_per_class=5)
     assert seconds < 10  # 43 x 5 images; the default train split (43 x 600) takes ~20 s on one core

@@ -25,8 +25,8 @@ from tests.test_jobs import TINY_JOB, job_env, submit, synthetic_data_root, wait
 KILL_JOB = dict(TINY_JOB, epochs=6, labels_per_class=10, epoch_repeats=3)
 # A small fixed task that a LeNet learns in a few epochs: five signs that look different (yield,
 # stop, no entry, road work, keep right), 30 training images each, about 77 % test accuracy with
-# synthetic-signs generator v3 (20 images each gave 75 % with v2 but 41 % with v3, which redrew
-# only the no-entry sign of these five).
+# synthetic-signs generator v3 and 79 % with v4 (20 images each gave 75 % with v2 but 41 % with
+# v3, which redrew only the no-entry sign of these five).
 EASY_JOB = dict(TINY_JOB, model="lenet5-transfer", preset="seed", strategy="scratch", epochs=6,
                 classes=[13, 14, 17, 25, 38], labels_per_class=30, batch_size=16, valid_size=None,
                 max_test_images=None, preprocessing={"color": "rgb", "equalization": "none"})

@@ -30,8 +30,11 @@ from core.datasets import base, cache, signs
 # 2: GTSRB-like framing and domain randomisation; 3: pictograms closer to real signs:
 # speed-limit digits tall and narrow (DIN 1451), lower cars, a lorry seen from behind, a smaller
 # lorry facing left (class 16), a bolder right-of-way pictogram, a thinner no-entry bar, signal
-# lights without housing, a branched snowflake, a slender leaping deer
-GENERATOR_VERSION = 3
+# lights without housing, a branched snowflake, a slender leaping deer; 4: the deer leaps to the
+# left (v3 drew it mirrored), the taller child on the right, striding pedestrians, a lighter
+# bicycle, a bold "4"-like double curve, a pointed right-of-way upright, plain (unslashed) zeros
+# in speed limits, and each image's strokes drawn at one of ``STROKE_WEIGHTS``
+GENERATOR_VERSION = 4
 GENERATOR_SEED = 20110731  # the GTSRB paper's IJCNN 2011 conference date
 NATURAL_IMAGE_SIZE = 32
 MIN_RENDER_SIZE = 64  # drawn at least this large, then shrunk with area averaging
@@ -50,15 +53,19 @@ DARK_GREY = (80, 80, 80)
 # Speed-limit digits (DIN 1451 on real signs): (width, height) of the text as shares of the
 # sign's side, by number of digits, and the stroke as a share of the text height.
 DIGIT_BOXES = {2: (0.48, 0.42), 3: (0.62, 0.4)}
-DIGIT_STROKE = 0.16
+DIGIT_STROKE = 0.14
+# Each image picks one of these stroke weights for its pictogram's lines and digits: real signs'
+# strokes differ from the drawn ones, and at 32 pixels a fixed weight is a cue real signs lack.
+STROKE_WEIGHTS = (0.7, 1.0, 1.4)
 SIGNAL_COLORS = ((205, 30, 30), (245, 190, 20), (20, 150, 60))
 
 
 class _Painter:
     """Draws on a T x T RGB canvas plus a mask, in unit coordinates (0..1)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, stroke_weight: float = 1.0):
         self.size = size
+        self.stroke_weight = stroke_weight
         self.image = np.zeros((size, size, 3), dtype=np.uint8)
         self.mask = np.zeros((size, size), dtype=np.uint8)
 
@@ -69,7 +76,7 @@ class _Painter:
         return max(1, int(round(radius * self.size * SHIFT)))
 
     def _t(self, thickness: float) -> int:
-        return max(1, int(round(thickness * self.size)))
+        return max(1, int(round(thickness * self.stroke_weight * self.size)))
 
     def disc(self, cx, cy, radius, color, *, mask=False):
         cv2.circle(self.image, self._xy(cx, cy), self._r(radius), color, -1, cv2.LINE_AA, SHIFT_BITS)
@@ -116,16 +123,30 @@ class _Painter:
 
         Real signs use a narrow typeface (DIN 1451) whose digits are about twice as tall as
         wide; OpenCV's fonts are wide, so the text is drawn large, cut to its ink and resized
-        to the box. ``stroke`` is the stroke width as a share of the text height before the
-        squeeze.
+        to the box. OpenCV's zero is slashed, DIN's is a plain oval, so each "0" is redrawn as
+        an elliptical ring in its glyph's place. ``stroke`` is the stroke width as a share of
+        the text height before the squeeze.
         """
         font, scale = cv2.FONT_HERSHEY_SIMPLEX, 6.0
         (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
-        thickness = max(1, int(round(stroke * text_height)))
+        thickness = max(1, int(round(stroke * self.stroke_weight * text_height)))
         margin = thickness + 4
         scratch = np.zeros((text_height + 2 * margin + 8, text_width + 2 * margin), dtype=np.uint8)
-        cv2.putText(scratch, text, (margin, margin + text_height), font, scale, 255, thickness,
-                    cv2.LINE_AA)
+        for index, character in enumerate(text):
+            left = margin + (cv2.getTextSize(text[:index], font, scale, 1)[0][0] if index else 0)
+            glyph = np.zeros_like(scratch)
+            cv2.putText(glyph, character, (left, margin + text_height), font, scale, 255, thickness,
+                        cv2.LINE_AA)
+            if character == "0":  # the same place and size, without the slash
+                rows, columns = np.nonzero(glyph)
+                glyph[:] = 0
+                centre = ((columns.min() + columns.max()) / 2, (rows.min() + rows.max()) / 2)
+                axes = ((columns.max() - columns.min() - thickness) / 2,
+                        (rows.max() - rows.min() - thickness) / 2)
+                cv2.ellipse(glyph, (int(round(centre[0] * SHIFT)), int(round(centre[1] * SHIFT))),
+                            (int(round(axes[0] * SHIFT)), int(round(axes[1] * SHIFT))), 0, 0, 360,
+                            255, thickness, cv2.LINE_AA, SHIFT_BITS)
+            np.maximum(scratch, glyph, out=scratch)
         rows, columns = np.nonzero(scratch)
         ink = scratch[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
         box_width = max(1, int(round(width * self.size)))
@@ -221,27 +242,28 @@ def _person(painter, cx, top, height, color, stride=0.5):
     """A walking figure: head, body, legs, arms."""
     painter.disc(cx, top + height * 0.1, height * 0.1, color)
     hip = (cx, top + height * 0.6)
-    painter.line((cx, top + height * 0.22), hip, color, 0.045 * height / 0.4)
-    painter.line(hip, (cx - height * 0.2 * stride, top + height), color, 0.04 * height / 0.4)
-    painter.line(hip, (cx + height * 0.25 * stride, top + height), color, 0.04 * height / 0.4)
+    painter.line((cx, top + height * 0.22), hip, color, 0.06 * height / 0.4)
+    painter.line(hip, (cx - height * 0.2 * stride, top + height), color, 0.045 * height / 0.4)
+    painter.line(hip, (cx + height * 0.25 * stride, top + height), color, 0.045 * height / 0.4)
     painter.line((cx, top + height * 0.3), (cx - height * 0.2, top + height * 0.55), color, 0.03 * height / 0.4)
     painter.line((cx, top + height * 0.3), (cx + height * 0.2, top + height * 0.5), color, 0.03 * height / 0.4)
 
 
 def _draw_warning_pictogram(painter, class_id):
     k = BLACK
-    if class_id == 11:  # right of way: a tapering upright with a rounded top, crossed by a bar
-        painter.disc(0.5, 0.42, 0.055, k)
-        painter.polygon([(0.44, 0.42), (0.56, 0.42), (0.575, 0.78), (0.425, 0.78)], k)
-        painter.line((0.36, 0.57), (0.64, 0.57), k, 0.08)
+    if class_id == 11:  # right of way: a broad upright with a pointed top, crossed by a thin bar
+        painter.polygon([(0.5, 0.35), (0.555, 0.43), (0.57, 0.78), (0.43, 0.78), (0.445, 0.43)], k)
+        painter.line((0.35, 0.56), (0.65, 0.56), k, 0.045)
     elif class_id == 18:  # general caution: "!"
         painter.polygon([(0.47, 0.4), (0.53, 0.4), (0.515, 0.66), (0.485, 0.66)], k)
         painter.disc(0.5, 0.72, 0.03, k)
     elif class_id == 20:  # curve to the right (19 is its mirror image)
         painter.arrow(_curve([(0.44, 0.77), (0.42, 0.52), (0.6, 0.46)]), k, 0.05, head=0.12)
-    elif class_id == 21:  # double curve (first to the left)
-        painter.arrow(_curve([(0.54, 0.77), (0.64, 0.62), (0.5, 0.56)], 8)
-                      + _curve([(0.5, 0.56), (0.36, 0.5), (0.47, 0.4)], 8)[1:], k, 0.045, head=0.1)
+    elif class_id == 21:  # double curve (first to the left): a bold zigzag like a "4"
+        painter.line((0.435, 0.42), (0.435, 0.55), k, 0.065)
+        painter.line((0.435, 0.55), (0.575, 0.6), k, 0.065)
+        painter.line((0.575, 0.5), (0.575, 0.78), k, 0.065)
+        painter.polygon([(0.435, 0.35), (0.49, 0.44), (0.38, 0.44)], k)
     elif class_id == 22:  # bumpy road: two bumps
         painter.ellipse((0.4, 0.72), (0.09, 0.08), 0, k, 0.05, 180, 360)
         painter.ellipse((0.6, 0.72), (0.09, 0.08), 0, k, 0.05, 180, 360)
@@ -264,17 +286,20 @@ def _draw_warning_pictogram(painter, class_id):
     elif class_id == 26:  # traffic signals: red, yellow, green lights (no housing)
         for index, color in enumerate(SIGNAL_COLORS):
             painter.disc(0.5, 0.47 + index * 0.125, 0.05, color)
-    elif class_id == 27:  # pedestrians
-        _person(painter, 0.5, 0.4, 0.38, k)
-    elif class_id == 28:  # children crossing: an adult and a child
-        _person(painter, 0.44, 0.42, 0.36, k)
-        _person(painter, 0.59, 0.52, 0.26, k)
-    elif class_id == 29:  # bicycles crossing
-        painter.ring(0.37, 0.68, 0.09, k, 0.03)
-        painter.ring(0.63, 0.68, 0.09, k, 0.03)
-        painter.polyline([(0.37, 0.68), (0.46, 0.56), (0.6, 0.56), (0.63, 0.68)], k, 0.03)
-        painter.polyline([(0.46, 0.56), (0.5, 0.68), (0.6, 0.56)], k, 0.025)
-        painter.line((0.6, 0.56), (0.58, 0.49), k, 0.025)
+    elif class_id == 27:  # pedestrians: one figure striding
+        _person(painter, 0.5, 0.38, 0.4, k, stride=1.0)
+    elif class_id == 28:  # children crossing: a small child on the left, a taller one on the right
+        _person(painter, 0.41, 0.5, 0.27, k, stride=1.0)
+        _person(painter, 0.58, 0.4, 0.37, k, stride=1.0)
+    elif class_id == 29:  # bicycles crossing: large thin wheels, a light frame, handlebar on the right
+        painter.ring(0.36, 0.67, 0.1, k, 0.022)
+        painter.ring(0.64, 0.67, 0.1, k, 0.022)
+        painter.polyline([(0.36, 0.67), (0.46, 0.55), (0.61, 0.55), (0.64, 0.67)], k, 0.022)
+        painter.polyline([(0.46, 0.55), (0.5, 0.67), (0.61, 0.55)], k, 0.02)
+        painter.line((0.61, 0.55), (0.6, 0.48), k, 0.02)
+        painter.line((0.56, 0.48), (0.64, 0.48), k, 0.025)
+        painter.line((0.43, 0.5), (0.5, 0.5), k, 0.03)
+        painter.line((0.46, 0.5), (0.47, 0.55), k, 0.02)
     elif class_id == 30:  # ice/snow: a snowflake, six branched arms round a ring
         for angle in range(0, 360, 60):
             radians = math.radians(angle + 90)
@@ -286,16 +311,16 @@ def _draw_warning_pictogram(painter, class_id):
                 painter.line(start, (start[0] + 0.05 * math.cos(branch), start[1] + 0.05 * math.sin(branch)),
                              k, 0.02)
         painter.ring(0.5, 0.6, 0.055, k, 0.025)
-    elif class_id == 31:  # wild animals: a slender deer leaping up to the right
-        painter.line((0.38, 0.66), (0.58, 0.55), k, 0.055)  # body
-        painter.line((0.58, 0.55), (0.64, 0.45), k, 0.03)  # neck
-        painter.ellipse((0.655, 0.44), (0.035, 0.022), -20, k)  # head
-        painter.line((0.63, 0.43), (0.6, 0.37), k, 0.015)  # antlers
-        painter.line((0.65, 0.42), (0.67, 0.36), k, 0.015)
-        painter.line((0.56, 0.56), (0.68, 0.6), k, 0.025)  # forelegs reaching forward
-        painter.line((0.55, 0.57), (0.66, 0.64), k, 0.025)
-        painter.line((0.39, 0.66), (0.28, 0.76), k, 0.025)  # hind legs pushing off
-        painter.line((0.4, 0.67), (0.33, 0.78), k, 0.025)
+    elif class_id == 31:  # wild animals: a slender deer leaping to the left, hind legs trailing
+        painter.line((0.445, 0.55), (0.6, 0.635), k, 0.05)  # body
+        painter.line((0.45, 0.55), (0.415, 0.475), k, 0.03)  # neck
+        painter.ellipse((0.4, 0.46), (0.032, 0.019), 25, k)  # head
+        painter.line((0.415, 0.45), (0.435, 0.39), k, 0.014)  # antlers
+        painter.line((0.425, 0.45), (0.46, 0.405), k, 0.014)
+        painter.line((0.46, 0.575), (0.39, 0.635), k, 0.022)  # forelegs
+        painter.line((0.47, 0.585), (0.425, 0.67), k, 0.022)
+        painter.line((0.6, 0.635), (0.7, 0.71), k, 0.022)  # hind legs stretched back
+        painter.line((0.59, 0.645), (0.66, 0.74), k, 0.022)
 
 
 def _draw_mandatory_arrow(painter, class_id):
@@ -319,13 +344,17 @@ def _draw_mandatory_arrow(painter, class_id):
             painter.arrow(points, w, 0.07, head=0.15)
 
 
-def _draw_template(class_id: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draws sign ``class_id`` frontally on a size x size canvas; returns (RGB, mask)."""
+def _draw_template(class_id: int, size: int, stroke_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draws sign ``class_id`` frontally on a size x size canvas; returns (RGB, mask).
+
+    ``stroke_weight`` scales the width of every drawn line and digit stroke (not the filled
+    shapes).
+    """
     mirrored = {19: 20, 34: 33, 37: 36, 39: 38}
     if class_id in mirrored:
-        image, mask = _draw_template(mirrored[class_id], size)
+        image, mask = _draw_template(mirrored[class_id], size, stroke_weight)
         return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
-    painter = _Painter(size)
+    painter = _Painter(size, stroke_weight)
     if class_id in signs.SPEED_LIMITS:
         _red_ring(painter)
         digits = signs.SPEED_LIMITS[class_id]
@@ -530,9 +559,10 @@ def generate(class_ids, count_per_class: int, split: str = "train", image_size: 
     file_names = []
     position = 0
     for class_id in class_ids:
-        template, mask = _draw_template(class_id, render_size)
+        templates = [_draw_template(class_id, render_size, weight) for weight in STROKE_WEIGHTS]
         for index in range(start, start + count_per_class):
             rng = np.random.default_rng([GENERATOR_SEED, SPLIT_INDEX[split], class_id, index])
+            template, mask = templates[rng.integers(len(templates))]
             scene = _render(class_id, rng, render_size, template, mask)
             if render_size != image_size:
                 scene = cv2.resize(scene, (image_size, image_size), interpolation=cv2.INTER_AREA)
