@@ -27,6 +27,13 @@ Command line (stdout's LAST TWO lines are the scratch run folder, then the trans
 itself, trained on drawn signs and no real label, is scored on real GTSRB images (the official
 test images installed, and the validation split); the figures are stored in the source run's
 ``results.json`` (``real_test_accuracy``, ``real_val_accuracy``) and its folder is printed.
+``--self-train`` adds unsupervised domain adaptation, still with 0 real labels: a
+``self-training`` run (``core.training.lenet_transfer_family``) starts from the source network,
+re-estimates its batch-norm statistics on GTSRB's training images and trains on the drawn signs
+plus those real images it labels itself with probability >= 0.9; GTSRB's labels are read only
+to score it, like the source, and its folder is printed after the source's.
+
+    python -m core.experiments few-shot --source synthetic-signs --labels-per-class 0 --self-train
     python -m core.experiments sweep --model mobilenetv2 --dataset dogs-vs-cats --per-class 10,30,100,300,750
 
 ``sweep`` trains a scratch and a transfer twin for each number of labelled images per class,
@@ -61,6 +68,9 @@ SOURCE_MIN_VAL_ACCURACY = 0.85
 TARGET_EPOCHS = 60
 TARGET_BATCH_SIZE = 32
 TARGET_MAX_VAL_IMAGES = 2000  # a cap on all-43-class validation (applied before ``classes``)
+# Self-training (0 real labels): a few epochs on the drawn signs plus pseudo-labelled real images.
+SELF_TRAINING_EPOCHS = 4
+SELF_TRAINING_ROLE = "self-training"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -329,11 +339,46 @@ def run_synthetic_only(runs_root=None, *, source_epochs: int | None = None, seed
     return source_dir, scores
 
 
+def self_training_config(source_dir, *, epochs: int = SELF_TRAINING_EPOCHS, seed: int = 0) -> dict:
+    """The config of a ``self-training`` run adapting a synthetic-signs source to real GTSRB.
+
+    Args:
+        source_dir: the finished synthetic-signs source run.
+        epochs: epochs on drawn signs plus pseudo-labelled real images.
+        seed: training seed.
+    """
+    return {"model": LENET_TRANSFER_MODEL, "strategy": "self-training", "preset": SOURCE_PRESET,
+            "dataset": "synthetic-signs", "unlabelled_dataset": "gtsrb",
+            "source_run": str(source_dir), "epochs": int(epochs), "seed": int(seed),
+            "experiment": FEW_SHOT, "role": SELF_TRAINING_ROLE, "source": "synthetic-signs",
+            "valid_size": TARGET_MAX_VAL_IMAGES}
+
+
+def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed: int = 0,
+                      epochs: int = SELF_TRAINING_EPOCHS, log=None) -> tuple[Path, Path, dict, dict]:
+    """Synthetic-only training, then self-training on unlabelled real GTSRB (0 real labels).
+
+    Returns:
+        ``(source_dir, adapted_dir, source_scores, adapted_scores)``; both runs' real scores are
+        added to their ``results.json`` (see ``score_on_real``).
+    """
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    source_dir, source_scores = run_synthetic_only(runs_root, source_epochs=source_epochs, seed=seed,
+                                                   log=log)
+    log(f"Self-training from {source_dir.name} on unlabelled GTSRB training images")
+    adapted_dir = _run_foreground(self_training_config(source_dir, epochs=epochs, seed=seed),
+                                  runs_root, log)
+    adapted_scores = score_on_real(adapted_dir, runs_root=runs_root)
+    runs.write_results(adapted_dir, {**(runs.read_results(adapted_dir) or {}), **adapted_scores})
+    return source_dir, adapted_dir, source_scores, adapted_scores
+
+
 def synthetic_only_results(summaries) -> list[dict]:
     """One row per synthetic-signs source run scored on real GTSRB (``run_synthetic_only``).
 
     Returns:
-        Dicts with ``run_id``, ``synthetic_val_accuracy`` (on drawn signs), ``real_test_accuracy``,
+        Dicts with ``run_id``, ``method`` (drawn signs only, or self-training on unlabelled real
+        images), ``synthetic_val_accuracy`` (on drawn signs), ``real_test_accuracy``,
         ``real_test_images``, ``real_val_accuracy`` and ``real_val_images`` (None when absent).
     """
     rows = []
@@ -343,7 +388,10 @@ def synthetic_only_results(summaries) -> list[dict]:
             continue
         if results.get("real_test_accuracy") is None and results.get("real_val_accuracy") is None:
             continue
-        rows.append({"run_id": summary.run_id, "synthetic_val_accuracy": summary.best_val_accuracy,
+        method = ("self-training on unlabelled real images"
+                  if summary.config.get("strategy") == "self-training" else "drawn signs only")
+        rows.append({"run_id": summary.run_id, "method": method,
+                     "synthetic_val_accuracy": summary.best_val_accuracy,
                      **{f"real_{split}_{what}": results.get(f"real_{split}_{what}")
                         for split in REAL_SPLITS for what in ("accuracy", "images")}})
     return rows
@@ -377,7 +425,8 @@ def few_shot_results(summaries) -> list[dict]:
     experiments: dict[str, dict] = {}
     for summary in summaries:
         config = summary.config
-        if summary.broken or config.get("experiment") != FEW_SHOT or config.get("role") == "source":
+        if summary.broken or config.get("experiment") != FEW_SHOT or config.get("role") in (
+                "source", SELF_TRAINING_ROLE):
             continue
         row = experiments.setdefault(str(config.get("experiment_id")), {
             "experiment_id": config.get("experiment_id"), "source": config.get("source"),
@@ -511,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "convolution for gtsrb-half)")
     few_shot.add_argument("--freeze", action="store_true",
                           help="keep copied layers frozen (AnB) instead of fine-tuning (AnB+)")
+    few_shot.add_argument("--self-train", action="store_true",
+                          help="with --labels-per-class 0: then adapt the source to real GTSRB "
+                               "without labels (batch-norm statistics and pseudo-labels)")
     few_shot.add_argument("--seed", type=int, default=0)
     sweep = commands.add_parser(SWEEP, help="data efficiency: scratch and transfer twins per size")
     sweep.add_argument("--model", choices=("vgg16", "mobilenetv2", "mobilenet"), required=True)
@@ -536,19 +588,30 @@ def _synthetic_only_command(arguments, started: float) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        source_dir, scores = run_synthetic_only(arguments.runs_dir, source_epochs=arguments.source_epochs,
-                                                seed=arguments.seed)
+        if arguments.self_train:
+            source_dir, adapted_dir, scores, adapted_scores = run_self_training(
+                arguments.runs_dir, source_epochs=arguments.source_epochs, seed=arguments.seed)
+        else:
+            source_dir, scores = run_synthetic_only(arguments.runs_dir, source_epochs=arguments.source_epochs,
+                                                    seed=arguments.seed)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    figures = ", ".join(f"{split} {scores[f'real_{split}_accuracy']:.4f} on "
-                        f"{scores[f'real_{split}_images']} images"
-                        for split in REAL_SPLITS if f"real_{split}_accuracy" in scores)
-    print(f"synthetic-only (0 real labels) accuracy on real GTSRB: {figures} in "
+    print(f"synthetic-only (0 real labels) accuracy on real GTSRB: {_real_figures(scores)} in "
           f"{time.monotonic() - started:.0f} s", file=sys.stderr)
     sys.stdout.write(f"{source_dir}\n")
+    if arguments.self_train:
+        print(f"self-training (0 real labels) accuracy on real GTSRB: {_real_figures(adapted_scores)}",
+              file=sys.stderr)
+        sys.stdout.write(f"{adapted_dir}\n")
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _real_figures(scores: dict) -> str:
+    return ", ".join(f"{split} {scores[f'real_{split}_accuracy']:.4f} on "
+                     f"{scores[f'real_{split}_images']} images"
+                     for split in REAL_SPLITS if f"real_{split}_accuracy" in scores)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if arguments.labels_per_class == 0:
         return _synthetic_only_command(arguments, started)
+    if arguments.self_train:
+        print("error: --self-train needs --labels-per-class 0 (it uses no real label)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         _check_labels_per_class(arguments.labels_per_class)
         _, scratch_dir, transfer_dir = run_few_shot(

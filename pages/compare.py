@@ -86,7 +86,8 @@ st.markdown(
     "network on the same k real labels per class (the gain is transfer's advantage); "
     "**synthetic-only** trains on drawn signs alone (0 real labels) and scores on real images. "
     "Command line: `python -m core.experiments few-shot --source synthetic-signs "
-    "--labels-per-class 10` (or `0` for synthetic-only)."
+    "--labels-per-class 10` (or `0` for synthetic-only; `0 --self-train` adds self-training on "
+    "unlabelled real images)."
 )
 few_shot_rows = [row for row in experiments.few_shot_results(usable)
                  if row["source"] == "synthetic-signs"]
@@ -104,7 +105,7 @@ if few_shot_rows:
         "gain_points": st.column_config.NumberColumn("gain (points)", format="%+.1f"),
     })
 if synthetic_rows:
-    table = pd.DataFrame(synthetic_rows)[["run_id", "real_test_accuracy", "real_test_images",
+    table = pd.DataFrame(synthetic_rows)[["run_id", "method", "real_test_accuracy", "real_test_images",
                                          "real_val_accuracy", "real_val_images",
                                          "synthetic_val_accuracy"]]
     for column in ("real_test_accuracy", "real_val_accuracy", "synthetic_val_accuracy"):

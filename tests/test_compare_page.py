@@ -207,16 +207,26 @@ def test_compare_page_shows_synthetic_to_real_figures():
                                 "strategy": "scratch", "experiment": "few-shot", "role": "source"},
                                [0.9, 0.97], results={"real_test_accuracy": 0.655, "real_test_images": 200,
                                                      "real_val_accuracy": 0.62, "real_val_images": 4290})
+    adapted = write_fixture_run({"model": "lenet5-transfer", "dataset": "synthetic-signs",
+                                 "strategy": "self-training", "unlabelled_dataset": "gtsrb",
+                                 "experiment": "few-shot", "role": "self-training"},
+                                [0.99], results={"real_test_accuracy": 0.805, "real_test_images": 200,
+                                                 "real_val_accuracy": 0.818, "real_val_images": 4290})
     app = run_page("pages/compare.py")
     assert not app.exception, app.exception
     tables = [frame.value for frame in app.dataframe]
     few_shot = next(value for value in tables if "gain_points" in value.columns)
     assert few_shot["gain_points"].iloc[0] == pytest.approx(16.0)
     assert few_shot["transfer_accuracy"].iloc[0] == pytest.approx(86.0)
+    assert len(few_shot) == 1  # the self-training run is not a few-shot arm
     synthetic = next(value for value in tables if "real_test_accuracy" in value.columns)
-    assert synthetic["run_id"].tolist() == [source.name]
-    assert synthetic["real_test_accuracy"].iloc[0] == pytest.approx(65.5)
-    assert synthetic["real_val_images"].iloc[0] == 4290
+    synthetic = synthetic.set_index("run_id")
+    assert sorted(synthetic.index) == sorted([source.name, adapted.name])
+    assert synthetic.loc[source.name, "real_test_accuracy"] == pytest.approx(65.5)
+    assert synthetic.loc[source.name, "real_val_images"] == 4290
+    assert synthetic.loc[source.name, "method"] == "drawn signs only"
+    assert synthetic.loc[adapted.name, "method"] == "self-training on unlabelled real images"
+    assert synthetic.loc[adapted.name, "real_val_accuracy"] == pytest.approx(81.8)
 
 
 def test_compare_page_says_how_to_get_synthetic_to_real_figures():

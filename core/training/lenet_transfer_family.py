@@ -15,6 +15,18 @@ preset's learning rate; the same epochs as scratch in total), ``batch_norm_momen
 hundred steps, and with 0.99 the moving statistics are still mostly their initial values, so
 inference would be near chance), ``experiment`` / ``role`` (labels for the pages).
 
+``self-training`` (this family only) is unsupervised domain adaptation, with no target label:
+the network starts as a copy of the whole ``source_run`` (classifier included, so the classes
+must be the source's), and ``unlabelled_dataset`` supplies images whose labels are never read.
+(1) Its batch-norm statistics are re-estimated on those images (AdaBN: Li et al. 2016,
+"Revisiting Batch Normalization for Practical Domain Adaptation"); (2) it labels them itself and
+keeps those it gives at least ``pseudo_label_threshold`` probability; (3) it trains on the run's
+labelled ``dataset`` plus those pseudo-labelled images, at ``fine_tune_learning_rate_factor``
+times the preset's learning rate, picking its best epoch on the labelled dataset's validation
+split; (4) batch-norm statistics are re-estimated on the unlabelled images once more. The
+synthetic → real experiment uses it with drawn signs as ``dataset`` and GTSRB as
+``unlabelled_dataset``: 0 real labels.
+
 A source run that is still queued or running is waited for by the job queue (the experiment
 submits its targets with ``depends_on``), so training here only checks the source completed.
 """
@@ -48,10 +60,16 @@ LENET_TRANSFER_DEFAULTS = {
     "experiment_id": None,
     "role": None,
     "source": None,
+    "unlabelled_dataset": None,
+    "pseudo_label_threshold": 0.9,
 }
 LENET_EXTRA_KEYS = tuple(LENET_TRANSFER_DEFAULTS) + ("model", "sweep_id")
 WEIGHTED_LAYER_TYPES = ("Conv2D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 CONV_LAYER_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+SELF_TRAINING = "self-training"
+STRATEGIES = support.STRATEGIES + (SELF_TRAINING,)
+NEEDS_SOURCE = support.TRANSFER_STRATEGIES + (SELF_TRAINING,)
+STATISTICS_BATCH_SIZE = 512
 
 
 def resolve_config(config: dict, runs_root=None) -> dict:
@@ -101,7 +119,7 @@ def _resolve(config: dict, runs_root) -> dict:
     for key in ("labels_per_class", "train_size", "valid_size"):
         check_int(resolved, key, optional=True)
     resolved["sweep_id"] = config.get("sweep_id")
-    check_choice(resolved, "strategy", support.STRATEGIES)
+    check_choice(resolved, "strategy", STRATEGIES)
     support.check_classes(resolved)
     check_int(resolved, "transfer_layers", optional=True)
     check_number(resolved, "fine_tune_learning_rate_factor", 1e-4, 10.0)
@@ -115,7 +133,8 @@ def _resolve(config: dict, runs_root) -> dict:
                              f"received {resolved['head_epochs']}")
     else:
         resolved["head_epochs"] = None
-    if resolved["strategy"] in support.TRANSFER_STRATEGIES and not resolved["source_run"]:
+    check_number(resolved, "pseudo_label_threshold", 0.0, 1.0)
+    if resolved["strategy"] in NEEDS_SOURCE and not resolved["source_run"]:
         raise ValueError(f"strategy {resolved['strategy']!r} needs a source_run (a finished run "
                          "whose layers are copied); received none")
     if resolved["source_run"]:
@@ -132,9 +151,69 @@ def _resolve(config: dict, runs_root) -> dict:
             resolved["preprocessing"] = preprocess.resolve_preprocessing(source_config["preprocessing"])
         resolved["source_dataset"] = source_config.get("dataset")
         resolved["source_classes"] = source_config.get("classes")
+    _check_self_training(resolved)
     resolved["weights"] = f"run:{Path(resolved['source_run']).name}" if (
         resolved["source_run"] and resolved["strategy"] != support.SCRATCH) else "none"
     return resolved
+
+
+def _check_self_training(resolved: dict) -> None:
+    if resolved["strategy"] != SELF_TRAINING:
+        if resolved["unlabelled_dataset"] is not None:
+            raise ValueError(f"unlabelled_dataset is only read by strategy {SELF_TRAINING!r}, "
+                             f"received it with strategy {resolved['strategy']!r}")
+        return
+    if not resolved["unlabelled_dataset"]:
+        raise ValueError(f"strategy {SELF_TRAINING!r} needs an unlabelled_dataset (images whose "
+                         "labels are never read); received none")
+    support.check_dataset({"dataset": resolved["unlabelled_dataset"]})
+    if resolved["labels_per_class"] is not None:
+        raise ValueError(f"strategy {SELF_TRAINING!r} trains on the whole labelled dataset; "
+                         f"received labels_per_class={resolved['labels_per_class']}")
+    if resolved["classes"] != resolved["source_classes"]:
+        raise ValueError(f"strategy {SELF_TRAINING!r} keeps the source's classifier, so classes "
+                         f"must be the source's ({resolved['source_classes']}); received "
+                         f"{resolved['classes']}")
+
+
+def adapt_batch_norm(model, images, batch_size: int = STATISTICS_BATCH_SIZE) -> int:
+    """Re-estimates every top-level BatchNormalization layer's statistics on ``images`` (AdaBN).
+
+    Layers are updated in graph order, each from its input as computed with the already
+    updated layers before it, in inference mode (no augmentation, no dropout). The statistics
+    are accumulated batch by batch, so memory stays at one batch of features.
+
+    Args:
+        model: a functional Keras model.
+        images: preprocessed images, as the model takes them.
+        batch_size: images per forward pass.
+
+    Returns:
+        The number of layers updated.
+    """
+    import keras
+
+    updated = 0
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        features = keras.Model(model.inputs, layer.input)
+        total = total_squares = None
+        count = 0
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(features.predict_on_batch(images[start:start + batch_size]), dtype=np.float64)
+            batch = batch.reshape(-1, batch.shape[-1])
+            total = batch.sum(axis=0) if total is None else total + batch.sum(axis=0)
+            squares = np.square(batch).sum(axis=0)
+            total_squares = squares if total_squares is None else total_squares + squares
+            count += len(batch)
+        if not count:
+            return updated
+        mean = total / count
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign(np.maximum(total_squares / count - mean ** 2, 0.0).astype("float32"))
+        updated += 1
+    return updated
 
 
 def weighted_layers(model) -> list:
@@ -234,6 +313,9 @@ def _train_lenet_transfer(context) -> None:
         register_custom_layers()
         source_model = keras.saving.load_model(source_dir / runs.MODEL_FILE, compile=False,
                                                safe_mode=True)
+    if config["strategy"] == SELF_TRAINING:
+        _self_train(context, source_model)
+        return
     per_class = config["labels_per_class"]
     support.set_phase(context, f"Loading {config['dataset']}"
                         + (f" ({per_class} labels per class)" if per_class else ""))
@@ -282,6 +364,60 @@ def _train_lenet_transfer(context) -> None:
              "learning_rate_used": optimizer_config["learning_rate"]}
     context.write_results(context.load_best_model(), test_split, val_split,
                           num_train_images=len(train_split), class_names=class_names, extra=extra)
+    support.set_phase(context, "Done")
+
+
+def _self_train(context, source_model) -> None:
+    """Strategy ``self-training`` (see the module docstring)."""
+    import keras
+
+    from core import datasets
+    from core.datasets.preprocess import source_image_size
+    from core.models import lenet
+    from core.training.callbacks import save_model_atomic
+    from core.training.trainer import prepare_split
+
+    config = context.config
+    train_split, val_split, test_split, class_names = support.load_and_seed(context)
+    name = config["unlabelled_dataset"]
+    support.set_phase(context, f"Loading the unlabelled images of {name} (their labels are never read)")
+    unlabelled = prepare_split(
+        datasets.load(name, "train", source_image_size(config["preprocessing"]), seed=config["seed"]),
+        config["preprocessing"]).images
+    context.raise_if_cancelled()
+    with context.scope():
+        model = keras.models.clone_model(source_model)
+        model.set_weights(source_model.get_weights())
+    _set_batch_norm_momentum(model, config["batch_norm_momentum"])
+    adapt_batch_norm(model, unlabelled)
+    probabilities = model.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
+    keep = probabilities.max(axis=1) >= config["pseudo_label_threshold"]
+    images = np.concatenate([train_split.images, unlabelled[keep]])
+    labels = np.concatenate([train_split.labels, probabilities.argmax(axis=1)[keep]]).astype(train_split.labels.dtype)
+    epochs = config["epochs"]
+    learning_rate = config["learning_rate"] * config["fine_tune_learning_rate_factor"]
+    steps_per_epoch = max(1, math.ceil(len(images) / config["batch_size"]))
+    with context.scope():
+        model.compile(optimizer=lenet.make_optimizer(
+            {**config, "learning_rate": learning_rate, "epochs": epochs}, steps_per_epoch),
+            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    support.set_phase(context, f"self-training: {int(keep.sum()):,} of {len(unlabelled):,} unlabelled "
+                        f"{name} images pseudo-labelled (probability >= "
+                        f"{config['pseudo_label_threshold']:g}) beside {len(train_split):,} labelled "
+                        f"ones, {epochs} epochs at learning rate {learning_rate:g}")
+    model.fit(images, labels, batch_size=config["batch_size"], epochs=epochs, shuffle=True, verbose=0,
+              validation_data=(val_split.images, val_split.labels),
+              callbacks=context.callbacks(epochs, epoch_offset=context.epochs_done()))
+    if context.cancelled:
+        return
+    best = context.load_best_model()
+    adapt_batch_norm(best, unlabelled)
+    save_model_atomic(best, context.model_path)
+    extra = {"strategy": SELF_TRAINING, "source_run": Path(config["source_run"]).name,
+             "unlabelled_dataset": name, "unlabelled_images": int(len(unlabelled)),
+             "pseudo_labelled_images": int(keep.sum()), "learning_rate_used": learning_rate}
+    context.write_results(best, test_split, val_split, num_train_images=len(images),
+                          class_names=class_names, extra=extra)
     support.set_phase(context, "Done")
 
 

@@ -1,0 +1,134 @@
+"""Self-training (0 target labels): AdaBN statistics, config checks, and a real run end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from core import experiments, jobs, runs
+from tests.test_experiments import _fake_run, tiny_gtsrb  # noqa: F401 - module fixture
+
+keras = pytest.importorskip("keras")
+
+SOURCE_CLASSES = [13, 14]
+
+
+def _small_bn_model(num_classes: int = 2, channels: int = 1):
+    inputs = keras.Input((32, 32, channels), name="image")
+    features = keras.layers.Conv2D(3, 3, name="block1_conv")(inputs)
+    features = keras.layers.BatchNormalization(name="block1_bn")(features)
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    features = keras.layers.Dense(4, name="fc1")(features)
+    features = keras.layers.BatchNormalization(name="fc1_bn")(features)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(features)
+    return keras.Model(inputs, outputs, name="small_bn")
+
+
+def test_adapt_batch_norm_gives_each_layer_the_statistics_of_its_input_on_the_new_images():
+    from core.training.lenet_transfer_family import adapt_batch_norm
+
+    keras.utils.set_random_seed(0)
+    model = _small_bn_model()
+    images = np.random.default_rng(0).uniform(0, 255, (70, 32, 32, 1)).astype("float32")
+    # Batches of 32 do not divide 70: the last, shorter batch must count by its size.
+    assert adapt_batch_norm(model, images, batch_size=32) == 2
+    conv_output = keras.Model(model.inputs, model.get_layer("block1_conv").output).predict(images, verbose=0)
+    bn = model.get_layer("block1_bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), conv_output.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), conv_output.var(axis=(0, 1, 2)), rtol=1e-4)
+    # Keras' own layer in training mode normalises with the batch statistics of the whole set;
+    # in inference mode the adapted layer now computes the same thing.
+    np.testing.assert_allclose(bn(conv_output, training=False).numpy(),
+                               bn(conv_output, training=True).numpy(), atol=2e-3)
+    # The second layer is updated from features that already went through the adapted first one.
+    dense_output = keras.Model(model.inputs, model.get_layer("fc1").output).predict(images, verbose=0)
+    np.testing.assert_allclose(model.get_layer("fc1_bn").moving_mean.numpy(), dense_output.mean(axis=0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def _source_run(tmp_path):
+    from core.training import lenet_transfer_family
+
+    source = lenet_transfer_family.resolve_config(dict(
+        experiments.source_config("synthetic-signs", epochs=1), classes=SOURCE_CLASSES))
+    source_dir = _fake_run(source, val_accuracy=0.95, with_model=False)
+    keras.utils.set_random_seed(0)
+    _small_bn_model(len(SOURCE_CLASSES)).save(source_dir / runs.MODEL_FILE)
+    return source_dir
+
+
+def test_self_training_configs_are_checked(isolated_roots, tmp_path):
+    from core.training import lenet_transfer_family
+
+    source_dir = _source_run(tmp_path)
+    config = dict(experiments.self_training_config(source_dir, epochs=1), classes=SOURCE_CLASSES)
+    resolved = lenet_transfer_family.resolve_config(config)
+    assert resolved["strategy"] == "self-training" and resolved["weights"] == f"run:{source_dir.name}"
+    assert resolved["unlabelled_dataset"] == "gtsrb" and resolved["pseudo_label_threshold"] == 0.9
+    cases = {
+        "needs an unlabelled_dataset": dict(config, unlabelled_dataset=None),
+        "needs a source_run": dict(config, source_run=None),
+        "whole labelled dataset": dict(config, labels_per_class=10),
+        "classes must be the source's": dict(config, classes=[13]),
+        "pseudo_label_threshold": dict(config, pseudo_label_threshold=1.5),
+        "only read by strategy": dict(config, strategy="fine-tune"),
+        "unknown dataset": dict(config, unlabelled_dataset="no-such-data"),
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ValueError, match=message):
+            lenet_transfer_family.resolve_config(bad)
+
+
+@pytest.mark.slow
+def test_self_training_run_adapts_to_unlabelled_images_without_reading_their_labels(
+        tiny_gtsrb, isolated_roots, tmp_path, monkeypatch):
+    from core import datasets, worker
+    from core.datasets.preprocess import source_image_size
+    from core.training import lenet_transfer_family
+    from core.training.trainer import prepare_split
+
+    source_dir = _source_run(tmp_path)
+    config = dict(experiments.self_training_config(source_dir, epochs=1), classes=SOURCE_CLASSES,
+                  pseudo_label_threshold=0.0)  # every unlabelled image gets a pseudo-label
+    # The labels of the unlabelled dataset are never read: scramble them where they are loaded.
+    real_load = datasets.load
+
+    def load_with_scrambled_gtsrb_labels(name, *args, **kwargs):
+        split = real_load(name, *args, **kwargs)
+        if name == "gtsrb":
+            split = dataclasses.replace(split, labels=np.full_like(split.labels, -1))
+        return split
+
+    monkeypatch.setattr(datasets, "load", load_with_scrambled_gtsrb_labels)
+    run_dir = jobs.create_job(config)
+    assert worker.run(run_dir) == runs.COMPLETED, runs.read_status(run_dir).get("error")
+    results = runs.read_results(run_dir)
+    resolved = runs.read_config(run_dir)
+    unlabelled = prepare_split(real_load("gtsrb", "train", source_image_size(resolved["preprocessing"]),
+                                         seed=resolved["seed"]), resolved["preprocessing"]).images
+    assert results["unlabelled_images"] == len(unlabelled) > 0
+    assert results["pseudo_labelled_images"] == len(unlabelled)  # threshold 0 keeps them all
+    assert results["num_train_images"] == 2 * 600 + len(unlabelled)  # drawn signs + pseudo-labelled
+    # The saved model's first batch norm holds the statistics of its input on the real images.
+    saved = keras.saving.load_model(run_dir / runs.MODEL_FILE, compile=False)
+    conv_output = keras.Model(saved.inputs, saved.get_layer("block1_conv").output).predict(unlabelled, verbose=0)
+    np.testing.assert_allclose(saved.get_layer("block1_bn").moving_mean.numpy(),
+                               conv_output.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-3)
+    assert lenet_transfer_family.SELF_TRAINING == resolved["strategy"]
+    # Scored on real images like a synthetic-only source, and listed as what it is.
+    monkeypatch.setattr(datasets, "load", real_load)
+    scores = experiments.score_on_real(run_dir)
+    runs.write_results(run_dir, {**results, **scores})
+    rows = {row["run_id"]: row for row in experiments.synthetic_only_results(runs.list_runs())}
+    assert rows[run_dir.name]["method"] == "self-training on unlabelled real images"
+    assert rows[run_dir.name]["real_val_accuracy"] == scores["real_val_accuracy"]
+    assert experiments.few_shot_results(runs.list_runs()) == []  # not a few-shot arm
+
+
+def test_cli_refuses_self_training_with_real_labels(capsys):
+    status = experiments.main(["few-shot", "--source", "synthetic-signs", "--labels-per-class", "10",
+                               "--self-train"])
+    assert status == experiments.EXIT_USAGE
+    assert "--labels-per-class 0" in capsys.readouterr().err
