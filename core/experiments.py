@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 from core import environment, paths, runs, transferability
+from core.training.lenet_transfer_family import SELF_TRAINING
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -331,12 +332,18 @@ def run_synthetic_only(runs_root=None, *, source_epochs: int | None = None, seed
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     source_dir = _source_run("synthetic-signs", runs_root, source_epochs, seed, log)
-    scores = score_on_real(source_dir, runs_root=runs_root)
+    scores = _record_real_scores(source_dir, runs_root)
     if not scores:
         raise RuntimeError("GTSRB is not installed: nothing real to score the synthetic-only model on")
-    results = runs.read_results(source_dir) or {}
-    runs.write_results(source_dir, {**results, **scores})
     return source_dir, scores
+
+
+def _record_real_scores(run_dir, runs_root) -> dict:
+    """``score_on_real`` for ``run_dir``, merged into its ``results.json``; returns the scores."""
+    scores = score_on_real(run_dir, runs_root=runs_root)
+    if scores:
+        runs.write_results(run_dir, {**(runs.read_results(run_dir) or {}), **scores})
+    return scores
 
 
 def self_training_config(source_dir, *, epochs: int = SELF_TRAINING_EPOCHS, seed: int = 0) -> dict:
@@ -347,7 +354,7 @@ def self_training_config(source_dir, *, epochs: int = SELF_TRAINING_EPOCHS, seed
         epochs: epochs on drawn signs plus pseudo-labelled real images.
         seed: training seed.
     """
-    return {"model": LENET_TRANSFER_MODEL, "strategy": "self-training", "preset": SOURCE_PRESET,
+    return {"model": LENET_TRANSFER_MODEL, "strategy": SELF_TRAINING, "preset": SOURCE_PRESET,
             "dataset": "synthetic-signs", "unlabelled_dataset": "gtsrb",
             "source_run": str(source_dir), "epochs": int(epochs), "seed": int(seed),
             "experiment": FEW_SHOT, "role": SELF_TRAINING_ROLE, "source": "synthetic-signs",
@@ -368,8 +375,7 @@ def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed:
     log(f"Self-training from {source_dir.name} on unlabelled GTSRB training images")
     adapted_dir = _run_foreground(self_training_config(source_dir, epochs=epochs, seed=seed),
                                   runs_root, log)
-    adapted_scores = score_on_real(adapted_dir, runs_root=runs_root)
-    runs.write_results(adapted_dir, {**(runs.read_results(adapted_dir) or {}), **adapted_scores})
+    adapted_scores = _record_real_scores(adapted_dir, runs_root)
     return source_dir, adapted_dir, source_scores, adapted_scores
 
 
@@ -389,7 +395,7 @@ def synthetic_only_results(summaries) -> list[dict]:
         if results.get("real_test_accuracy") is None and results.get("real_val_accuracy") is None:
             continue
         method = ("self-training on unlabelled real images"
-                  if summary.config.get("strategy") == "self-training" else "drawn signs only")
+                  if summary.config.get("strategy") == SELF_TRAINING else "drawn signs only")
         rows.append({"run_id": summary.run_id, "method": method,
                      "synthetic_val_accuracy": summary.best_val_accuracy,
                      **{f"real_{split}_{what}": results.get(f"real_{split}_{what}")

@@ -238,7 +238,7 @@ def _truck(painter, cx, cy, width, color):
         painter.disc(wheel_x, cy + height * 0.36, width * 0.09, color)
 
 
-def _person(painter, cx, top, height, color, stride=0.5):
+def _person(painter, cx, top, height, color, stride=1.0):
     """A walking figure: head, body, legs, arms."""
     painter.disc(cx, top + height * 0.1, height * 0.1, color)
     hip = (cx, top + height * 0.6)
@@ -287,10 +287,10 @@ def _draw_warning_pictogram(painter, class_id):
         for index, color in enumerate(SIGNAL_COLORS):
             painter.disc(0.5, 0.47 + index * 0.125, 0.05, color)
     elif class_id == 27:  # pedestrians: one figure striding
-        _person(painter, 0.5, 0.38, 0.4, k, stride=1.0)
+        _person(painter, 0.5, 0.38, 0.4, k)
     elif class_id == 28:  # children crossing: a small child on the left, a taller one on the right
-        _person(painter, 0.41, 0.5, 0.27, k, stride=1.0)
-        _person(painter, 0.58, 0.4, 0.37, k, stride=1.0)
+        _person(painter, 0.41, 0.5, 0.27, k)
+        _person(painter, 0.58, 0.4, 0.37, k)
     elif class_id == 29:  # bicycles crossing: large thin wheels, a light frame, handlebar on the right
         painter.ring(0.36, 0.67, 0.1, k, 0.022)
         painter.ring(0.64, 0.67, 0.1, k, 0.022)
