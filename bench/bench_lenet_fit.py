@@ -5,10 +5,13 @@ the graph) on the same preprocessed NumPy arrays, with validation each epoch, fo
 and seed. Each arm runs in its own Python process, because TensorFlow fixes its CPU kernels when
 it is imported; the order is plain, job, plain, job, ... (``--repeats``):
 
-* **plain**: what the job path did before: ``model.fit`` compiled with Keras' defaults (one step
-  per compiled call), in a process with TensorFlow's own default kernels (the
+* **plain**: what the job path did before: the textbook layer order in each conv stage (conv,
+  activation, pool: ``block_order`` "textbook"), ``model.fit`` compiled with Keras' defaults
+  (one step per compiled call), in a process with TensorFlow's own default kernels (the
   ``TF_ENABLE_ONEDNN_OPTS`` variable removed from its environment);
-* **job**: what ``python -m core.train`` does now: the worker turns TensorFlow's oneDNN CPU
+* **job**: what ``python -m core.train`` does now: the preset's ``block_order`` "auto", which
+  pools right after each convolution (the same function, since a max commutes with ReLU; the
+  activation then runs on a quarter of the values), the worker turns TensorFlow's oneDNN CPU
   kernels on (``core.environment.prefer_onednn_kernels``), turns tf.data's autotuning off in
   Keras' array pipelines (``core.environment.disable_tf_data_autotune``: no idle pause between
   epochs) and compiles through ``lenet_family.compile_lenet`` (``STEPS_PER_EXECUTION`` steps
@@ -66,6 +69,8 @@ def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
 
     config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed", "dataset": dataset,
                                           "epochs": epochs})
+    if arm == "plain":
+        config["block_order"] = "textbook"
     train_split, val_split, _ = trainer.load_prepared_splits(config)
     steps = -(-len(train_split) // config["batch_size"])
     keras.utils.set_random_seed(config["seed"])

@@ -52,6 +52,52 @@ def test_plus_preset_has_batch_norm_and_multi_scale_features():
     assert model.output_shape == (None, 43)
 
 
+def _stage_layer_order(model, stage: int) -> list[str]:
+    prefix = f"block{stage}_"
+    return [layer.name[len(prefix):] for layer in model.layers
+            if layer.name.startswith(prefix) and "skip" not in layer.name]
+
+
+def test_auto_block_order_pools_first_where_that_computes_the_same_network():
+    import keras
+
+    def build(block_order, **settings):
+        keras.utils.set_random_seed(3)
+        return lenet.build_lenet(5, (32, 32, 1), conv_filters=(4, 8), dense_units=(16,),
+                                 block_order=block_order, dropout=0.0, **settings)
+
+    textbook, auto = build("textbook"), build("auto")
+    assert _stage_layer_order(textbook, 1) == ["conv", "activation", "pool"]
+    assert _stage_layer_order(auto, 1) == ["conv", "pool", "activation"]
+    auto.set_weights(textbook.get_weights())
+    images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 1)).astype("float32")
+    labels = np.arange(16) % 5
+    np.testing.assert_array_equal(auto.predict(images, verbose=0), textbook.predict(images, verbose=0))
+    # The gradients agree too: one SGD step from the same weights lands on the same weights.
+    for model in (textbook, auto):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        model.train_on_batch(images, labels)
+    for after_textbook, after_auto in zip(textbook.get_weights(), auto.get_weights()):
+        np.testing.assert_allclose(after_auto, after_textbook, rtol=1e-4, atol=1e-6)
+    # With batch norm the statistics would change, and with average pooling the activation does
+    # not commute: "auto" keeps the textbook order there; "pool-first" is asked for explicitly.
+    assert _stage_layer_order(build("auto", batch_norm=True), 2) == ["conv", "bn", "activation", "pool"]
+    assert _stage_layer_order(build("auto", pooling="average"), 1) == ["conv", "activation", "pool"]
+    assert _stage_layer_order(build("pool-first", batch_norm=True), 2) == ["conv", "pool", "bn", "activation"]
+
+
+def test_block_order_is_checked():
+    with pytest.raises(ValueError, match=r"block_order must be one of \('auto', 'textbook', 'pool-first'\), received 'last'"):
+        lenet.build_lenet(5, (32, 32, 1), block_order="last")
+    with pytest.raises(ValueError, match="'pool-first' needs max pooling"):
+        lenet.build_lenet(5, (32, 32, 1), pooling="average", block_order="pool-first")
+    with pytest.raises(ValueError, match="block_order must be one of"):
+        lenet_family.resolve_config({"model": "lenet5", "block_order": "last"})
+    with pytest.raises(ValueError, match="block_order 'pool-first' needs pooling 'max', received pooling 'average'"):
+        lenet_family.resolve_config({"model": "lenet5", "preset": "classic", "block_order": "pool-first"})
+    assert lenet_family.resolve_config({"model": "lenet5"})["block_order"] == "auto"
+
+
 def test_random_blur_blurs_only_in_training_and_survives_safe_mode_saving(tmp_path):
     import keras
 

@@ -132,3 +132,51 @@ def test_cli_refuses_self_training_with_real_labels(capsys):
                                "--self-train"])
     assert status == experiments.EXIT_USAGE
     assert "--labels-per-class 0" in capsys.readouterr().err
+
+
+def test_self_training_rounds_chain_each_round_from_the_previous_one(isolated_roots, tmp_path, monkeypatch):
+    source_dir = tmp_path / "source-run"
+    submitted = []
+
+    def fake_foreground(config, runs_root, log):
+        submitted.append(config)
+        run_dir = _fake_run(config, with_model=False)
+        runs.write_results(run_dir, {"test_accuracy": 0.5})
+        return run_dir
+
+    real_val = iter([0.80, 0.83, 0.84])
+    monkeypatch.setattr(experiments, "run_synthetic_only",
+                        lambda *args, **kwargs: (source_dir, {"real_val_accuracy": 0.74}))
+    monkeypatch.setattr(experiments, "_run_foreground", fake_foreground)
+    monkeypatch.setattr(experiments, "score_on_real",
+                        lambda run_dir, **kwargs: {"real_val_accuracy": next(real_val), "real_val_images": 4290})
+    source, source_scores, adapted = experiments.run_self_training(rounds=3, epochs=2, seed=5,
+                                                                   log=lambda text: None)
+    assert (source, source_scores) == (source_dir, {"real_val_accuracy": 0.74})
+    assert [config["source_run"] for config in submitted] == [
+        str(source_dir), str(adapted[0][0]), str(adapted[1][0])]
+    assert all(config["strategy"] == "self-training" and config["epochs"] == 2 and config["seed"] == 5
+               for config in submitted)
+    assert [scores["real_val_accuracy"] for _, scores in adapted] == [0.80, 0.83, 0.84]
+    # Each round's scores are merged into its own results.json, beside what training wrote.
+    assert runs.read_results(adapted[2][0]) == {"test_accuracy": 0.5, "real_val_accuracy": 0.84,
+                                                 "real_val_images": 4290}
+    # The Compare page's table names each round after the first.
+    methods = {row["run_id"]: row["method"] for row in experiments.synthetic_only_results(runs.list_runs())}
+    assert [methods[run_dir.name] for run_dir, _ in adapted] == [
+        "self-training on unlabelled real images",
+        "self-training on unlabelled real images (round 2)",
+        "self-training on unlabelled real images (round 3)"]
+    with pytest.raises(ValueError, match="rounds must be a positive int, received 0"):
+        experiments.run_self_training(rounds=0)
+
+
+def test_cli_checks_self_training_rounds(capsys):
+    status = experiments.main(["few-shot", "--source", "synthetic-signs", "--labels-per-class", "0",
+                               "--self-train-rounds", "2"])
+    assert status == experiments.EXIT_USAGE
+    assert "--self-train-rounds needs --self-train" in capsys.readouterr().err
+    status = experiments.main(["few-shot", "--source", "synthetic-signs", "--labels-per-class", "0",
+                               "--self-train", "--self-train-rounds", "0"])
+    assert status == experiments.EXIT_USAGE
+    assert "must be at least 1, received 0" in capsys.readouterr().err

@@ -6,7 +6,8 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   ``epochs``, ``batch_size``, ``optimizer`` (adam | sgd), ``learning_rate``, ``lr_schedule``
   (constant | cosine | step), ``momentum``;
 * the architecture: ``conv_filters``, ``kernel_size``, ``padding``, ``activation``, ``pooling``,
-  ``batch_norm``, ``multi_scale``, ``dense_units``, ``dropout``, ``random_blur``;
+  ``batch_norm``, ``multi_scale``, ``dense_units``, ``dropout``, ``random_blur``, ``block_order``
+  (auto | textbook | pool-first: where each conv stage pools, ``lenet.BLOCK_ORDERS``);
 * ``preprocessing`` and ``augmentation``: specs of ``core.datasets.preprocess`` (merged key by key
   over the preset's); a top-level ``image_size`` sets ``preprocessing.image_size``;
 * data size (None = all): ``labels_per_class`` (training images per class), ``train_size`` and
@@ -127,6 +128,10 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     check_choice(resolved, "activation", lenet.ACTIVATIONS)
     check_choice(resolved, "pooling", lenet.POOLINGS)
     check_choice(resolved, "padding", lenet.PADDINGS)
+    check_choice(resolved, "block_order", lenet.BLOCK_ORDERS)
+    if resolved["block_order"] == "pool-first" and resolved["pooling"] != "max":
+        raise ValueError("block_order 'pool-first' needs pooling 'max', received pooling "
+                         f"{resolved['pooling']!r}")
     resolved["distribute"] = resolved.get("distribute") or "none"
     check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
     check_number(resolved, "learning_rate", 1e-8, 10.0)
