@@ -653,13 +653,18 @@ def _synthetic_only_command(arguments, started: float) -> int:
         return EXIT_USAGE
     try:
         if arguments.self_train:
+            rounds = (SELF_TRAINING_ROUNDS if arguments.self_train_rounds is None
+                      else arguments.self_train_rounds)
             source_dir, scores, adapted = run_self_training(
                 arguments.runs_dir, source_epochs=arguments.source_epochs, seed=arguments.seed,
-                rounds=arguments.self_train_rounds)
+                rounds=rounds)
         else:
             source_dir, scores = run_synthetic_only(arguments.runs_dir, source_epochs=arguments.source_epochs,
                                                     seed=arguments.seed)
             adapted = []
+    except ValueError as error:  # run_self_training checks its rounds before anything trains
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -696,14 +701,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
     started = time.monotonic()
-    if arguments.self_train_rounds is None:
-        arguments.self_train_rounds = SELF_TRAINING_ROUNDS
-    elif not arguments.self_train:
+    if arguments.self_train_rounds is not None and not arguments.self_train:
         print("error: --self-train-rounds needs --self-train", file=sys.stderr)
-        return EXIT_USAGE
-    if arguments.self_train_rounds < 1:
-        print(f"error: --self-train-rounds must be at least 1, received {arguments.self_train_rounds}",
-              file=sys.stderr)
         return EXIT_USAGE
     if arguments.labels_per_class == 0:
         return _synthetic_only_command(arguments, started)

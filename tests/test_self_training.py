@@ -179,4 +179,4 @@ def test_cli_checks_self_training_rounds(capsys):
     status = experiments.main(["few-shot", "--source", "synthetic-signs", "--labels-per-class", "0",
                                "--self-train", "--self-train-rounds", "0"])
     assert status == experiments.EXIT_USAGE
-    assert "must be at least 1, received 0" in capsys.readouterr().err
+    assert "self-training rounds must be a positive int, received 0" in capsys.readouterr().err

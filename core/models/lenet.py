@@ -254,6 +254,19 @@ def _per_stage(value, stages: int, name: str) -> list[int]:
     return [int(item) for item in values]
 
 
+def check_block_order(block_order: str, pooling: str) -> None:
+    """Checks a ``block_order`` against ``BLOCK_ORDERS`` and the stages' ``pooling``.
+
+    Raises:
+        ValueError: for an unknown order, or "pool-first" with average pooling.
+    """
+    if block_order not in BLOCK_ORDERS:
+        raise ValueError(f"block_order must be one of {BLOCK_ORDERS}, received {block_order!r}")
+    if block_order == "pool-first" and pooling != "max":
+        raise ValueError(f"block_order 'pool-first' needs max pooling (an average does not commute "
+                         f"with the activation), received pooling {pooling!r}")
+
+
 def build_lenet(
     num_classes: int = NUM_CLASSES,
     input_shape: tuple[int, int, int] = (32, 32, 3),
@@ -325,11 +338,7 @@ def build_lenet(
         raise ValueError(f"pooling must be one of {POOLINGS}, received {pooling!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, received {padding!r}")
-    if block_order not in BLOCK_ORDERS:
-        raise ValueError(f"block_order must be one of {BLOCK_ORDERS}, received {block_order!r}")
-    if block_order == "pool-first" and pooling != "max":
-        raise ValueError(f"block_order 'pool-first' needs max pooling (an average does not commute "
-                         f"with the activation), received pooling {pooling!r}")
+    check_block_order(block_order, pooling)
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), received {dropout!r}")
     conv_filters = [int(filters) for filters in conv_filters]

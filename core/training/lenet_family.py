@@ -128,10 +128,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     check_choice(resolved, "activation", lenet.ACTIVATIONS)
     check_choice(resolved, "pooling", lenet.POOLINGS)
     check_choice(resolved, "padding", lenet.PADDINGS)
-    check_choice(resolved, "block_order", lenet.BLOCK_ORDERS)
-    if resolved["block_order"] == "pool-first" and resolved["pooling"] != "max":
-        raise ValueError("block_order 'pool-first' needs pooling 'max', received pooling "
-                         f"{resolved['pooling']!r}")
+    lenet.check_block_order(resolved["block_order"], resolved["pooling"])
     resolved["distribute"] = resolved.get("distribute") or "none"
     check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
     check_number(resolved, "learning_rate", 1e-8, 10.0)
