@@ -231,6 +231,28 @@ def read_log_tail(run_dir: str | os.PathLike, characters: int = LOG_TAIL_CHARACT
     return text[-characters:]
 
 
+def time_budget_note(results: dict | None) -> str | None:
+    """One sentence on a run's time budget (``results.json["time_budget"]``), or None.
+
+    Args:
+        results: a run's results (None or without ``time_budget`` for a run without a budget).
+
+    Returns:
+        E.g. "Time budget 850 s: training ended after epoch 18 of 20 to finish in time (the
+        learning rate was scheduled to reach its end there)." or, when every epoch fitted,
+        "Time budget 850 s: all 20 epochs fitted."
+    """
+    budget = (results or {}).get("time_budget")
+    if not isinstance(budget, dict) or budget.get("planned_epochs") is None:
+        return None
+    seconds = f"Time budget {float(budget.get('budget_seconds') or 0):.0f} s"
+    if budget.get("ended_early"):
+        return (f"{seconds}: training ended after epoch {budget.get('last_epoch')} of "
+                f"{budget['planned_epochs']} to finish in time (a cosine learning-rate schedule "
+                "was shortened to end there).")
+    return f"{seconds}: all {budget['planned_epochs']} epochs fitted."
+
+
 def run_duration_seconds(status: dict) -> float | None:
     """Seconds from ``started_at`` to ``ended_at`` (or the last heartbeat while running)."""
     started = runs.parse_time(status.get("started_at"))

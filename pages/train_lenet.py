@@ -9,6 +9,7 @@ from core import jobs, paths, results, runs
 from core.charts import training as training_charts
 from core.datasets import preprocess, registry
 from core.models import lenet
+from core.training import lenet_family
 from ui import common, report
 from ui import training as training_ui
 
@@ -36,7 +37,7 @@ FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "
           "dropout", "random_blur", "color", "equalization", "center_crop", "rotation_degrees",
           "shift", "zoom",
           "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
-          "spatial_transformer")
+          "spatial_transformer", "time_budget_seconds")
 
 
 def _as_text(values) -> str:
@@ -63,6 +64,7 @@ def preset_field_values(preset: str) -> dict:
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
         "committee_size": config["committee_size"], "mirror_signs": config["mirror_signs"],
         "spatial_transformer": config["spatial_transformer"],
+        "time_budget_seconds": config["time_budget_seconds"],
     }
 
 
@@ -99,6 +101,7 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "committee_size": int(value["committee_size"]),
         "mirror_signs": bool(value["mirror_signs"]),
         "spatial_transformer": bool(value["spatial_transformer"]),
+        "time_budget_seconds": int(value["time_budget_seconds"] or 0),
         "preprocessing": {**base["preprocessing"], "color": value["color"],
                           "equalization": value["equalization"]},
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
@@ -161,6 +164,11 @@ def render_form() -> None:
                                 key=f"{KEY}_epoch_repeats", help=help_text["epoch_repeats"])
         columns[3].number_input("Committee members", min_value=1, max_value=9, step=1,
                                 key=f"{KEY}_committee_size", help=help_text["committee_size"])
+        columns = st.columns(4)
+        columns[0].number_input("Time budget in seconds (0 = no limit)", min_value=0,
+                                max_value=lenet_family.MAX_TIME_BUDGET_SECONDS, step=60,
+                                key=f"{KEY}_time_budget_seconds",
+                                help=help_text["time_budget_seconds"])
         st.markdown("**Network**")
         columns = st.columns(4)
         columns[0].text_input("Filters per conv stage", key=f"{KEY}_conv_filters",

@@ -88,6 +88,22 @@ def test_without_a_test_split_the_report_says_it_uses_validation(isolated_roots,
     assert {metric.label: metric.value for metric in app.metric}["Validation images"] == str(len(val.labels))
 
 
+def test_a_run_that_ended_early_for_its_time_budget_says_so(isolated_roots):
+    run_dir = write_run(runs.COMPLETED, epochs_done=3, results=True)
+    results = runs.read_results(run_dir)
+    results["time_budget"] = {"budget_seconds": 850.0, "planned_epochs": 20, "last_epoch": 18,
+                              "ended_early": True}
+    runs.write_results(run_dir, results)
+    app = open_runs_page({"run": run_dir.name})
+    assert not app.exception
+    assert any(caption.value.startswith("Time budget 850 s: training ended after epoch 18 of 20")
+               for caption in app.caption)
+    results["time_budget"] = {**results["time_budget"], "last_epoch": 20, "ended_early": False}
+    runs.write_results(run_dir, results)
+    app = open_runs_page({"run": run_dir.name})
+    assert any(caption.value == "Time budget 850 s: all 20 epochs fitted." for caption in app.caption)
+
+
 def test_unknown_or_outside_run_in_the_url_shows_the_newest_run(isolated_roots):
     (isolated_roots["runs"].parent / "outside").mkdir()
     newest = write_run(runs.COMPLETED, results=True)

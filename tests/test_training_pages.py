@@ -94,8 +94,10 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.checkbox(key="train_lenet_spatial_transformer").value is expected["spatial_transformer"]
     assert app.slider(key="train_lenet_center_crop").value == pytest.approx(
         expected["preprocessing"]["center_crop"])
+    assert app.number_input(key="train_lenet_time_budget_seconds").value == lenet.PLUS_TIME_BUDGET_SECONDS
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
+    assert app.number_input(key="train_lenet_time_budget_seconds").value == 0
 
 
 def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_root, monkeypatch):
@@ -108,6 +110,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         app.number_input(key="train_lenet_epochs").set_value(1)
         app.number_input(key="train_lenet_labels_per_class").set_value(2)
         app.slider(key="train_lenet_center_crop").set_value(0.9)
+        app.number_input(key="train_lenet_time_budget_seconds").set_value(600)
         app.button(key="train_lenet_start").click().run()
         assert not app.exception
         run_id = app.session_state["train_lenet_run_id"]
@@ -115,6 +118,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         assert (config["epochs"], config["labels_per_class"], config["dataset"]) == (1, 2, "synthetic-signs")
         assert config["conv_filters"] == [6, 16]
         assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
+        assert config["time_budget_seconds"] == 600
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)
     finally:

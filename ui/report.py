@@ -185,6 +185,9 @@ def run_report(run_dir, key_prefix: str, *, reference_val_accuracy=None,
     results = runs.read_results(run_dir) or {}
     metrics = runs.read_metrics(run_dir)
     figures(results, metrics, reference_test_accuracy)
+    budget_note = reports.time_budget_note(results)
+    if budget_note:
+        st.caption(budget_note)
     st.plotly_chart(training_charts.learning_curves(metrics, reference_val_accuracy,
                                                     reference_name=reference_name,
                                                     reference_band=reference_band),

@@ -6,10 +6,12 @@ TensorFlow. Code that loads a saved model calls ``register_custom_layers()`` fir
 
 import importlib
 
-CUSTOM_LAYER_MODULES = ("core.models.layers", "core.models.transfer_layers", "core.models.losses")
+CUSTOM_LAYER_MODULES = ("core.models.layers", "core.models.transfer_layers", "core.models.losses",
+                        "core.models.schedules")
 
 
 def register_custom_layers() -> None:
-    """Imports every module that defines custom layers (and losses), registering them for safe_mode loading."""
+    """Imports every module that defines custom layers (losses, schedules), registering them for
+    safe_mode loading."""
     for module_name in CUSTOM_LAYER_MODULES:
         importlib.import_module(module_name)

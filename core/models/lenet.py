@@ -31,7 +31,9 @@ Presets (``PRESETS``):
   sign), three conv stages 24/48/96 with batch norm, multi-scale features (Sermanet & LeCun
   2011: pooled stage-1 and stage-2 maps feed the classifier beside stage 3), jitter augmentation
   (rotation ±15°, shift and zoom 0.1 in one ``RandomAffine`` resampling, brightness), Adam with
-  cosine decay over 20 epochs. One network, plain single-pass inference. The spatial
+  cosine decay over 20 epochs, within a time budget (``PLUS_TIME_BUDGET_SECONDS``: on a slow
+  machine the run ends after fewer epochs, its cosine shortened to match). One network, plain
+  single-pass inference. The spatial
   transformer moved validation from 98.51 % (seed 0; 98.5–99.3 % over initial weights) to
   99.42 % with 20 epochs (739 s here) and 99.46 / 99.21 % (seeds 0 / 1) with 25 (about 950 s,
   over budget). Measured and not kept (README): ``mirror_signs`` with 16 epochs (validation
@@ -83,6 +85,11 @@ SEED_CENTER_CROP = 0.8
 # sets it: the synthetic signs fill 65-95 % of their image, and a crop of 0.8 cut into them
 # (a 5-class, 20-labels-per-class seed job fell from 61 % to 44 % test accuracy).
 CENTER_CROP_DATASETS = ("gtsrb",)
+# The plus preset's time budget (``time_budget_seconds``): the issue asks for training within
+# 900 s on 2 cores. Counted from the start of the run's training code (data loading included);
+# the rest of the 900 s covers starting Python and TensorFlow and scoring the final model.
+# Its 20 epochs took 696-865 s here, so the budget only bites on a slow or busy machine.
+PLUS_TIME_BUDGET_SECONDS = 850
 
 PRESETS: dict[str, dict] = {
     "seed": {
@@ -109,6 +116,7 @@ PRESETS: dict[str, dict] = {
         "spatial_transformer": False,
         "committee_size": 1,
         "block_order": "auto",
+        "time_budget_seconds": 0,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0,
                           "center_crop": SEED_CENTER_CROP},
         "augmentation": {"rotation_degrees": 10.0},
@@ -137,6 +145,7 @@ PRESETS: dict[str, dict] = {
         "spatial_transformer": False,
         "committee_size": 1,
         "block_order": "auto",
+        "time_budget_seconds": 0,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "none", "blur": 0,
                           "center_crop": 1.0},
         "augmentation": {},
@@ -165,6 +174,7 @@ PRESETS: dict[str, dict] = {
         "spatial_transformer": True,
         "committee_size": 1,
         "block_order": "auto",
+        "time_budget_seconds": PLUS_TIME_BUDGET_SECONDS,
         "preprocessing": {"image_size": 32, "color": "grayscale", "equalization": "clahe", "blur": 0,
                           "center_crop": 1.0},  # the spatial transformer finds the sign itself
         "augmentation": {"rotation_degrees": 15.0, "shift": 0.1, "zoom": 0.1, "brightness": 0.1},
@@ -173,7 +183,9 @@ PRESETS: dict[str, dict] = {
 
 # The committee: COMMITTEE_MEMBERS plus networks trained side by side, voting by averaging.
 COMMITTEE_MEMBERS = 3
-PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS}
+# It takes several times the plus's time, so it has no time budget.
+PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS,
+                        "time_budget_seconds": 0}
 
 # What each setting means (the train page shows these as help texts).
 FIELD_HELP = {
@@ -211,6 +223,11 @@ FIELD_HELP = {
                    "'pool-first' right after the convolution (faster: batch norm and activation "
                    "see a quarter of the values). 'auto' pools first only where the result is "
                    "the same (max pooling without batch norm).",
+    "time_budget_seconds": "Seconds the run may take, counted from its start (0 = no limit). When "
+                           "the epochs left would not fit, training ends earlier: a cosine schedule "
+                           "is shortened to reach zero at the new last epoch; other schedules keep "
+                           f"their steps. The plus preset uses {PLUS_TIME_BUDGET_SECONDS} s (15 "
+                           "minutes on 2 cores, less starting up and scoring).",
     "spatial_transformer": "Puts a spatial transformer in front of the network: a small network "
                            "that learns to centre, scale and straighten each image before it is "
                            "classified (Jaderberg et al. 2015).",
@@ -483,16 +500,19 @@ def build_committee(config: dict, num_classes: int, input_shape, make_augmentati
 def learning_rate_schedule(config: dict, steps_per_epoch: int):
     """The learning rate (float or Keras schedule) a resolved config asks for.
 
-    ``constant``: ``learning_rate``; ``cosine``: cosine decay to 0 over all steps; ``step``: /10
-    at 50 % and 75 % of the epochs.
+    ``constant``: ``learning_rate``; ``cosine``: cosine decay to 0 over all steps
+    (``schedules.ResizableCosineDecay``, which a time budget can shorten); ``step``: /10 at 50 %
+    and 75 % of the epochs.
     """
     import keras
 
     rate = float(config["learning_rate"])
     total_steps = max(1, int(config["epochs"]) * int(steps_per_epoch))
     schedule = config["lr_schedule"]
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps, alpha=0.0)
+    if schedule == "cosine":  # resizable: a time budget may end the run early (TimeBudget)
+        from core.models.schedules import ResizableCosineDecay
+
+        return ResizableCosineDecay(rate, decay_steps=total_steps)
     if schedule == "step":
         boundaries = [max(1, int(total_steps * 0.5)), max(2, int(total_steps * 0.75))]
         return keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -500,16 +520,22 @@ def learning_rate_schedule(config: dict, steps_per_epoch: int):
     return rate
 
 
-def make_optimizer(config: dict, steps_per_epoch: int):
+def make_optimizer(config: dict, steps_per_epoch: int, learning_rate=None):
     """Adam or SGD (with momentum) at the config's learning rate or schedule.
 
     With ``weight_averaging`` > 0 the optimizer also keeps an exponential moving average of the
     weights (Keras' ``use_ema``); ``weight_averaging_callbacks`` swaps it in for validation and
     saving.
+
+    Args:
+        config: a resolved LeNet config.
+        steps_per_epoch: batches per epoch (a schedule's length depends on it).
+        learning_rate: a rate or schedule to use instead of ``learning_rate_schedule(config,
+            steps_per_epoch)``.
     """
     import keras
 
-    rate = learning_rate_schedule(config, steps_per_epoch)
+    rate = learning_rate_schedule(config, steps_per_epoch) if learning_rate is None else learning_rate
     momentum_of_average = float(config.get("weight_averaging") or 0.0)
     averaging = {"use_ema": True, "ema_momentum": momentum_of_average} if momentum_of_average > 0 else {}
     if config["optimizer"] == "sgd":

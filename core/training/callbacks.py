@@ -10,6 +10,8 @@ is a clock read and one ``os.path.exists`` so the job path costs about the same 
 * ``CancelOnRequest``: stops training after the current batch once ``cancel.request`` exists.
 * ``BestModelSaver``: saves ``model.keras`` whenever ``val_accuracy`` improves.
 * ``ConsoleProgress``: a text progress bar on stderr for ``python -m core.train``.
+* ``TimeBudget``: ends training early enough to finish within a time budget, shortening a
+  resizable learning-rate schedule to match.
 * ``RunBackup``: Keras's ``BackupAndRestore`` for one ``fit`` stage of a run (resume support).
 """
 
@@ -258,6 +260,119 @@ class ConsoleProgress(keras.callbacks.Callback):
         parts = [f"{key} {float(logs[key]):.4f}" for key in
                  ("loss", "accuracy", "val_loss", "val_accuracy") if logs.get(key) is not None]
         self._draw(self._steps or 0, suffix=" - " + ", ".join(parts), end="\n")
+
+
+# Epochs after the first whose mean predicts the next one (the first includes tracing).
+TIME_BUDGET_RECENT_EPOCHS = 3
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends training early enough that the last epoch ends within ``budget_seconds``.
+
+    After each epoch from the second on, it predicts the next epoch's time as the mean of the
+    last ``TIME_BUDGET_RECENT_EPOCHS`` epochs after the first (the first also traces the training
+    step and warms up, so it overstates: a plus epoch 1 took 49 s here, the next ones 28 s).
+    When the epochs left would not all fit, the run's last epoch moves earlier, and later back
+    towards the planned number if epochs get faster again (never beyond it); at least one epoch
+    always runs. On each move it calls ``schedule.set_decay_steps(last_epoch * steps_per_epoch)``
+    so a resizable schedule (``core.models.schedules.ResizableCosineDecay``) still ends at the
+    last epoch, and sets ``total_epochs`` on the ``progress`` callbacks. After the first epoch
+    alone it only stops training, when another epoch as long as the first would overrun the
+    budget. After the last epoch it sets ``model.stop_training``. A run whose budget never
+    binds trains exactly as it would without one.
+
+    Args:
+        budget_seconds: seconds from ``started`` to the end of the last epoch (> 0).
+        started: the ``clock()`` reading the budget counts from; default when ``fit`` begins.
+        schedule: an object with ``set_decay_steps(steps)``, or None (a constant rate, or a
+            schedule that keeps its steps).
+        steps_per_epoch: optimizer steps per epoch (needed with ``schedule``).
+        progress: callbacks with a ``total_epochs`` attribute (status.json, the progress bar).
+        epoch_offset: epochs of earlier stages (counted in the progress totals).
+        logger: a ``logging.Logger`` for the decisions, or None.
+        clock: monotonic seconds; tests pass a fake.
+    """
+
+    def __init__(self, budget_seconds: float, started: float | None = None, *, schedule=None,
+                 steps_per_epoch: int | None = None, progress=(), epoch_offset: int = 0,
+                 logger=None, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        if isinstance(budget_seconds, bool) or not isinstance(budget_seconds, (int, float)) or (
+                not budget_seconds > 0):
+            raise ValueError(f"budget_seconds must be a positive number, received {budget_seconds!r}")
+        if schedule is not None and not (isinstance(steps_per_epoch, int) and steps_per_epoch >= 1):
+            raise ValueError("steps_per_epoch must be a positive int when a schedule is given, "
+                             f"received {steps_per_epoch!r}")
+        self.budget_seconds = float(budget_seconds)
+        self.started = started
+        self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.progress = list(progress)
+        self.epoch_offset = int(epoch_offset)
+        self.logger = logger
+        self.clock = clock
+        self.planned_epochs: int | None = None
+        self.last_epoch: int | None = None
+        self.epoch_seconds: list[float] = []
+        self._mark = 0.0
+        self._progress_totals = [int(item.total_epochs) for item in self.progress]
+
+    def on_train_begin(self, logs=None):
+        self._mark = self.clock()
+        if self.started is None:
+            self.started = self._mark
+        self.planned_epochs = int((self.params or {}).get("epochs") or 1)
+        self.last_epoch = self.planned_epochs
+
+    def predicted_epoch_seconds(self) -> float:
+        """The time the next epoch is expected to take (see the class docstring)."""
+        steady = self.epoch_seconds[1:][-TIME_BUDGET_RECENT_EPOCHS:]
+        return sum(steady) / len(steady) if steady else self.epoch_seconds[0]
+
+    def _last_epoch_that_fits(self, done: int, used: float, per_epoch: float) -> int:
+        fitting = max(0, math.floor((self.budget_seconds - used) / max(per_epoch, 1e-9)))
+        if len(self.epoch_seconds) < 2:  # only the first epoch measured: stop or wait
+            return done if fitting == 0 else self.last_epoch
+        return max(done, min(self.planned_epochs, done + fitting))
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.epoch_seconds.append(now - self._mark)
+        self._mark = now
+        done = int(epoch) + 1
+        used = now - self.started
+        per_epoch = self.predicted_epoch_seconds()
+        last = self._last_epoch_that_fits(done, used, per_epoch)
+        if last != self.last_epoch:
+            self._move_last_epoch(last, done, used, per_epoch)
+        if done >= self.last_epoch:
+            self.model.stop_training = True
+
+    def _move_last_epoch(self, last: int, done: int, used: float, per_epoch: float) -> None:
+        self.last_epoch = last
+        if self.schedule is not None and last > done:
+            self.schedule.set_decay_steps(last * self.steps_per_epoch)
+        for item, total in zip(self.progress, self._progress_totals):
+            item.total_epochs = total - (self.planned_epochs - last)
+        if self.logger is not None:
+            self.logger.info(
+                "Time budget %.0f s: %.0f s used after epoch %d, about %.0f s per epoch, so "
+                "training ends after epoch %d of %d%s", self.budget_seconds, used,
+                self.epoch_offset + done, per_epoch, self.epoch_offset + last,
+                self.epoch_offset + self.planned_epochs,
+                " (learning-rate schedule fitted to it)" if self.schedule is not None and last > done
+                else "")
+
+    def summary(self) -> dict:
+        """``budget_seconds``, ``planned_epochs``, ``last_epoch`` (where training ended or is to
+        end, counted with ``epoch_offset``) and ``ended_early`` (last before planned)."""
+        if self.planned_epochs is None:
+            return {"budget_seconds": self.budget_seconds, "planned_epochs": None,
+                    "last_epoch": None, "ended_early": False}
+        return {"budget_seconds": self.budget_seconds,
+                "planned_epochs": self.epoch_offset + self.planned_epochs,
+                "last_epoch": self.epoch_offset + self.last_epoch,
+                "ended_early": self.last_epoch < self.planned_epochs}
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):

@@ -23,6 +23,10 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   43 GTSRB classes only (gtsrb, synthetic-signs);
 * ``committee_size``: networks trained side by side that vote by averaging (1 = one network; the
   ``committee`` preset uses several, see ``lenet.build_committee``);
+* ``time_budget_seconds``: seconds the run may take from its start (0 = no limit; the plus
+  preset has ``lenet.PLUS_TIME_BUDGET_SECONDS``): when the epochs left would not fit, training
+  ends after fewer epochs and a cosine schedule is shortened to end there
+  (``core.training.callbacks.TimeBudget``); ``results.json["time_budget"]`` records it;
 * ``seed`` (0) and ``distribute`` (none | mirrored);
 * ``generator_version``: set by ``resolve_config`` for the synthetic-signs dataset (the
   ``core.datasets.synthetic_signs.GENERATOR_VERSION`` that draws its images; another value is
@@ -53,6 +57,8 @@ FOREIGN_KEYS = ("strategy", "weights")
 # ``bench/bench_lenet_fit.py`` measures the whole job path (this, oneDNN kernels in the worker,
 # one RandomAffine resampling) against a plain fit.
 STEPS_PER_EXECUTION = 32
+# A week: longer budgets are almost certainly a unit mistake (seconds, not minutes).
+MAX_TIME_BUDGET_SECONDS = 7 * 24 * 3600
 ALLOWED_KEYS = frozenset(
     set(lenet.PRESETS[lenet.DEFAULT_PRESET]) | set(DATA_KEYS) | set(GENERAL_KEYS) | set(FOREIGN_KEYS)
 )
@@ -121,6 +127,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     for key in ("epochs", "batch_size", "epoch_repeats", "committee_size"):
         check_int(resolved, key)
     check_int(resolved, "seed", minimum=0)
+    check_int(resolved, "time_budget_seconds", minimum=0, maximum=MAX_TIME_BUDGET_SECONDS)
     for key in DATA_KEYS:
         check_int(resolved, key, optional=True)
     check_choice(resolved, "optimizer", lenet.OPTIMIZERS)
@@ -198,7 +205,7 @@ def _check_fits(config: dict) -> None:
 
 
 def compile_lenet(model, config: dict, steps_per_epoch: int,
-                  steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
+                  steps_per_execution: int = STEPS_PER_EXECUTION, learning_rate=None) -> None:
     """Compiles a LeNet the way the job path trains it (the speed bench uses the same call).
 
     Args:
@@ -206,8 +213,10 @@ def compile_lenet(model, config: dict, steps_per_epoch: int,
         config: its resolved config (optimizer, learning rate and schedule, label smoothing).
         steps_per_epoch: batches per epoch (the learning-rate schedule's length depends on it).
         steps_per_execution: training steps run per compiled call (1 = plain ``model.fit``).
+        learning_rate: the rate or schedule to use (default: ``lenet.learning_rate_schedule``);
+            pass one to keep a handle on it, as a time budget does.
     """
-    model.compile(optimizer=lenet.make_optimizer(config, steps_per_epoch),
+    model.compile(optimizer=lenet.make_optimizer(config, steps_per_epoch, learning_rate),
                   loss=lenet.make_loss(config), metrics=lenet.make_metrics(config),
                   steps_per_execution=int(steps_per_execution))
 
@@ -267,10 +276,11 @@ def train(context) -> None:
         else:
             model = fit_model = lenet.build_from_config(config, len(class_names), input_shape,
                                                         make_augmentation())
+        schedule = lenet.learning_rate_schedule(config, steps_per_epoch)
         # Keras' multi-step loop fails under MirroredStrategy ("must feed a value for
         # placeholder tensor"), so a distributed fit runs one step per call.
         compile_lenet(fit_model, config, steps_per_epoch,
-                      STEPS_PER_EXECUTION if config["distribute"] == "none" else 1)
+                      STEPS_PER_EXECUTION if config["distribute"] == "none" else 1, schedule)
     logger.info("Model %s: %d parameters, %d steps per epoch", model.name, model.count_params(),
                 steps_per_epoch)
     epochs = config["epochs"]
@@ -279,7 +289,10 @@ def train(context) -> None:
         batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
         validation_data=(val_split.images, val_split.labels),
         callbacks=lenet.weight_averaging_callbacks(config) + context.callbacks(
-            epochs, model_to_save=None if fit_model is model else model),
+            epochs, model_to_save=None if fit_model is model else model,
+            time_budget_seconds=config["time_budget_seconds"],
+            schedule=schedule if hasattr(schedule, "set_decay_steps") else None,
+            steps_per_epoch=steps_per_epoch),
     )
     if context.cancelled:
         return

@@ -110,8 +110,13 @@ def _resolve(config: dict, runs_root) -> dict:
     if lenet_part.get("spatial_transformer"):
         raise ValueError(f"{MODEL_NAME} networks have no spatial transformer (transfer_layers counts "
                          "their conv and dense layers in order); received spatial_transformer=true")
+    if lenet_part.get("time_budget_seconds"):
+        raise ValueError(f"{MODEL_NAME} runs have no time budget (their stages and few-shot arms "
+                         "train for set epochs); received time_budget_seconds="
+                         f"{lenet_part['time_budget_seconds']!r}")
     lenet_part["preset"] = extra.pop("preset")
     lenet_part["spatial_transformer"] = False  # also when the preset (plus) has one
+    lenet_part["time_budget_seconds"] = 0  # likewise
     lenet_part["dataset"] = extra["dataset"]
     resolved = lenet_family.resolve_config({**lenet_part, "model": lenet_family.MODEL_NAME})
     resolved.update(extra)

@@ -22,6 +22,10 @@ The ``RunContext`` handed to a family is the whole training API a family needs:
   a bottleneck head is what ``fit`` trains);
 * ``context.cancelled`` / ``context.raise_if_cancelled()``: after each ``fit`` a family returns
   (or calls ``raise_if_cancelled``) when the user cancelled; the run then ends CANCELLED;
+* ``context.callbacks(..., time_budget_seconds=B, schedule=s, steps_per_epoch=n)`` also ends
+  the ``fit`` early enough to finish within B seconds of the run's start (``TimeBudget``),
+  shortening a resizable schedule ``s`` to match; ``results.json["time_budget"]`` says where
+  training ended;
 * ``context.set_class_names(names)``: writes ``class_names.json`` (call it before ``fit``);
 * ``context.load_best_model()``: loads ``model.keras`` (safe mode) to score the best epoch;
 * ``context.write_results(model, test, val, num_train_images=...)``: ``results.json`` with the
@@ -56,6 +60,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +308,8 @@ class RunContext:
         self._cancelled = False
         self._fit_calls = 0
         self._stage_end_epoch = 0
+        self.started = time.monotonic()  # what a time budget counts from
+        self.time_budget = None  # the TimeBudget callback of the latest fit that has one
 
     @property
     def run_id(self) -> str:
@@ -404,13 +411,22 @@ class RunContext:
     def model_path(self) -> Path:
         return self.run_dir / runs.MODEL_FILE
 
-    def callbacks(self, total_epochs: int, epoch_offset: int = 0, model_to_save=None) -> list:
+    def callbacks(self, total_epochs: int, epoch_offset: int = 0, model_to_save=None, *,
+                  time_budget_seconds: float = 0, schedule=None,
+                  steps_per_epoch: int | None = None) -> list:
         """The Keras callbacks for one ``model.fit`` call of this run.
 
         Args:
             total_epochs: epochs of the whole run, all stages together (for progress and ETA).
             epoch_offset: epochs done by earlier stages (``context.epochs_done()``).
             model_to_save: model written to ``model.keras`` on improvement; default the fitted one.
+            time_budget_seconds: > 0 adds a ``callbacks.TimeBudget``: this ``fit`` ends early
+                enough that its last epoch ends within this many seconds of the run's start
+                (``context.started``, before the data was loaded); ``write_results`` then
+                stores its ``summary()`` as ``time_budget``. 0 = no limit.
+            schedule: the learning-rate schedule the budget may shorten (``set_decay_steps``),
+                or None.
+            steps_per_epoch: optimizer steps per epoch (with ``schedule``).
 
         Returns:
             A list for ``model.fit(callbacks=...)``; pass ``verbose=0`` to ``fit``.
@@ -431,6 +447,12 @@ class RunContext:
         ]
         if self.console:
             items.append(run_callbacks.ConsoleProgress(total_epochs, epoch_offset=epoch_offset))
+        if time_budget_seconds:
+            self.time_budget = run_callbacks.TimeBudget(
+                time_budget_seconds, self.started, schedule=schedule,
+                steps_per_epoch=steps_per_epoch, epoch_offset=epoch_offset, logger=self.logger,
+                progress=[item for item in items if hasattr(item, "total_epochs")])
+            items.append(self.time_budget)
         # Last of the run's own callbacks: an epoch is backed up only after its metrics row and
         # model.keras are written, so a resume never loses a row (a duplicate is skipped).
         items.append(run_callbacks.RunBackup(self.backup_dir / f"stage-{stage}",
@@ -485,6 +507,8 @@ class RunContext:
             "trainable_params": trainable, "non_trainable_params": non_trainable,
             "warnings": list(self.warnings),
         }
+        if self.time_budget is not None:
+            results["time_budget"] = self.time_budget.summary()
         num_classes = len(names) or int(model.outputs[0].shape[-1])
         if val is not None and len(val.labels):
             probabilities = predict_probabilities(model, val.images, batch_size)
