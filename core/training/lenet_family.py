@@ -26,7 +26,8 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
 * ``time_budget_seconds``: seconds the run may take from its start (0 = no limit; the plus
   preset has ``lenet.PLUS_TIME_BUDGET_SECONDS``): when the epochs left would not fit, training
   ends after fewer epochs and a cosine schedule is shortened to end there
-  (``core.training.callbacks.TimeBudget``); ``results.json["time_budget"]`` records it;
+  (``core.training.callbacks.TimeBudget``); ``results.json["time_budget"]`` records it. A
+  resumed run (``core.jobs.resume``) counts the budget afresh from its resumption;
 * ``seed`` (0) and ``distribute`` (none | mirrored);
 * ``generator_version``: set by ``resolve_config`` for the synthetic-signs dataset (the
   ``core.datasets.synthetic_signs.GENERATOR_VERSION`` that draws its images; another value is
