@@ -238,19 +238,21 @@ def time_budget_note(results: dict | None) -> str | None:
         results: a run's results (None or without ``time_budget`` for a run without a budget).
 
     Returns:
-        E.g. "Time budget 850 s: training ended after epoch 18 of 20 to finish in time (the
-        learning rate was scheduled to reach its end there)." or, when every epoch fitted,
+        E.g. "Time budget 850 s: training ended after epoch 18 of 20 to finish in time; its
+        cosine learning-rate schedule was shortened to end there." or, when every epoch fitted,
         "Time budget 850 s: all 20 epochs fitted."
     """
     budget = (results or {}).get("time_budget")
     if not isinstance(budget, dict) or budget.get("planned_epochs") is None:
         return None
     seconds = f"Time budget {float(budget.get('budget_seconds') or 0):.0f} s"
-    if budget.get("ended_early"):
-        return (f"{seconds}: training ended after epoch {budget.get('last_epoch')} of "
-                f"{budget['planned_epochs']} to finish in time (a cosine learning-rate schedule "
-                "was shortened to end there).")
-    return f"{seconds}: all {budget['planned_epochs']} epochs fitted."
+    if not budget.get("ended_early"):
+        return f"{seconds}: all {budget['planned_epochs']} epochs fitted."
+    text = (f"{seconds}: training ended after epoch {budget.get('last_epoch')} of "
+            f"{budget['planned_epochs']} to finish in time")
+    if budget.get("schedule_fitted"):
+        text += "; its cosine learning-rate schedule was shortened to end there"
+    return text + "."
 
 
 def run_duration_seconds(status: dict) -> float | None:

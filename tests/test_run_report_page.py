@@ -92,13 +92,14 @@ def test_a_run_that_ended_early_for_its_time_budget_says_so(isolated_roots):
     run_dir = write_run(runs.COMPLETED, epochs_done=3, results=True)
     results = runs.read_results(run_dir)
     results["time_budget"] = {"budget_seconds": 850.0, "planned_epochs": 20, "last_epoch": 18,
-                              "ended_early": True}
+                              "ended_early": True, "schedule_fitted": True}
     runs.write_results(run_dir, results)
     app = open_runs_page({"run": run_dir.name})
     assert not app.exception
-    assert any(caption.value.startswith("Time budget 850 s: training ended after epoch 18 of 20")
-               for caption in app.caption)
-    results["time_budget"] = {**results["time_budget"], "last_epoch": 20, "ended_early": False}
+    assert "Time budget 850 s: training ended after epoch 18 of 20 to finish in time; its cosine " \
+           "learning-rate schedule was shortened to end there." in [caption.value for caption in app.caption]
+    results["time_budget"] = {**results["time_budget"], "last_epoch": 20, "ended_early": False,
+                              "schedule_fitted": False}
     runs.write_results(run_dir, results)
     app = open_runs_page({"run": run_dir.name})
     assert any(caption.value == "Time budget 850 s: all 20 epochs fitted." for caption in app.caption)

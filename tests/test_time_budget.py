@@ -135,7 +135,7 @@ def test_time_budget_moves_the_last_epoch_to_fit_and_fits_the_schedule_to_it(cap
     assert seen[1] == (9, 9 * 4, 9)
     assert len(seen) == 9 and seen[-1] == (9, 9 * 4, 9) and clock.now == 100.0
     assert budget.summary() == {"budget_seconds": 100.0, "planned_epochs": 10, "last_epoch": 9,
-                                "ended_early": True}
+                                "ended_early": True, "schedule_fitted": True}
     assert "training ends after epoch 9 of 10" in caplog.text
 
 
@@ -172,7 +172,8 @@ def test_time_budget_stops_after_the_first_epoch_when_another_would_overrun():
     clock.now = 20.0
     budget.on_epoch_end(0)
     assert budget.model.stop_training and budget.summary() == {
-        "budget_seconds": 25.0, "planned_epochs": 5, "last_epoch": 1, "ended_early": True}
+        "budget_seconds": 25.0, "planned_epochs": 5, "last_epoch": 1, "ended_early": True,
+        "schedule_fitted": False}  # no schedule given
     with pytest.raises(ValueError, match="budget_seconds must be a positive number, received 0"):
         TimeBudget(0)
     with pytest.raises(ValueError, match="steps_per_epoch must be a positive int"):
@@ -206,7 +207,7 @@ def test_a_lenet_job_over_its_budget_ends_after_one_epoch_and_says_so(synthetic_
     assert len(runs.read_metrics(run_dir)) == 1
     results = runs.read_results(run_dir)
     assert results["time_budget"] == {"budget_seconds": 1.0, "planned_epochs": 3, "last_epoch": 1,
-                                      "ended_early": True}
+                                      "ended_early": True, "schedule_fitted": True}
     assert results["test_accuracy"] is not None
     log = (run_dir / runs.LOG_FILE).read_text()
     assert "Time budget 1 s" in log and "training ends after epoch 1 of 3" in log

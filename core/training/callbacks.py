@@ -365,14 +365,17 @@ class TimeBudget(keras.callbacks.Callback):
 
     def summary(self) -> dict:
         """``budget_seconds``, ``planned_epochs``, ``last_epoch`` (where training ended or is to
-        end, counted with ``epoch_offset``) and ``ended_early`` (last before planned)."""
+        end, counted with ``epoch_offset``), ``ended_early`` (last before planned) and
+        ``schedule_fitted`` (ended early with a schedule shortened to match)."""
         if self.planned_epochs is None:
             return {"budget_seconds": self.budget_seconds, "planned_epochs": None,
-                    "last_epoch": None, "ended_early": False}
+                    "last_epoch": None, "ended_early": False, "schedule_fitted": False}
+        ended_early = self.last_epoch < self.planned_epochs
         return {"budget_seconds": self.budget_seconds,
                 "planned_epochs": self.epoch_offset + self.planned_epochs,
                 "last_epoch": self.epoch_offset + self.last_epoch,
-                "ended_early": self.last_epoch < self.planned_epochs}
+                "ended_early": ended_early,
+                "schedule_fitted": ended_early and self.schedule is not None}
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
