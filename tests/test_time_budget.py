@@ -163,6 +163,28 @@ def test_time_budget_that_is_never_reached_changes_nothing():
     assert schedule.calls == [] and budget.summary()["ended_early"] is False
 
 
+def test_time_budget_moves_the_last_epoch_back_only_with_half_an_epoch_to_spare():
+    """10 s epochs, budget 95 s: ends after 9. Epochs then speed up to 9 s: with epoch 10
+    predicted to end at 94.x s (under half an epoch to spare) it stays at 9; at 8 s it moves."""
+    clock = FakeClock()
+    schedule = ScheduleSpy()
+    budget = TimeBudget(95, schedule=schedule, steps_per_epoch=2, clock=clock)
+    budget.set_model(FakeModel())
+    budget.set_params({"epochs": 10})
+    budget.on_train_begin()
+    for epoch, seconds in enumerate((10.0, 10.0, 10.0)):
+        clock.now += seconds
+        budget.on_epoch_end(epoch)
+    assert budget.last_epoch == 9 and schedule.calls == [18]  # 30 s used, 6 more fit
+    clock.now += 7.0  # epoch 4 ends at 37 s; the mean of the last three is 9 s
+    budget.on_epoch_end(3)
+    # 58 s left = 6.4 epochs of 9 s: epoch 10 would fit, but with 0.4 of an epoch to spare.
+    assert budget.last_epoch == 9 and schedule.calls == [18]
+    clock.now += 4.0  # epoch 5 ends at 41 s; mean 7 s: 54 s left = 7.7 epochs, 7.2 with the margin
+    budget.on_epoch_end(4)
+    assert budget.last_epoch == 10 and schedule.calls == [18, 20]
+
+
 def test_time_budget_stops_after_the_first_epoch_when_another_would_overrun():
     clock = FakeClock()
     budget = TimeBudget(25, clock=clock)

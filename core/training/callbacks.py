@@ -264,6 +264,9 @@ class ConsoleProgress(keras.callbacks.Callback):
 
 # Epochs after the first whose mean predicts the next one (the first includes tracing).
 TIME_BUDGET_RECENT_EPOCHS = 3
+# A moved last epoch moves back later only if the extra epochs fit with this share of an epoch
+# to spare, so a prediction hovering at the limit does not make it flap (18, 19, 18, ...).
+TIME_BUDGET_EXTEND_MARGIN = 0.5
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -273,8 +276,8 @@ class TimeBudget(keras.callbacks.Callback):
     last ``TIME_BUDGET_RECENT_EPOCHS`` epochs after the first (the first also traces the training
     step and warms up, so it overstates: a plus epoch 1 took 49 s here, the next ones 28 s).
     When the epochs left would not all fit, the run's last epoch moves earlier, and later back
-    towards the planned number if epochs get faster again (never beyond it); at least one epoch
-    always runs. On each move it calls ``schedule.set_decay_steps(last_epoch * steps_per_epoch)``
+    towards the planned number if epochs get faster again, with ``TIME_BUDGET_EXTEND_MARGIN`` of
+    an epoch to spare (never beyond the planned number); at least one epoch always runs. On each move it calls ``schedule.set_decay_steps(last_epoch * steps_per_epoch)``
     so a resizable schedule (``core.models.schedules.ResizableCosineDecay``) still ends at the
     last epoch, and sets ``total_epochs`` on the ``progress`` callbacks. After the first epoch
     alone it only stops training, when another epoch as long as the first would overrun the
@@ -330,10 +333,15 @@ class TimeBudget(keras.callbacks.Callback):
         return sum(steady) / len(steady) if steady else self.epoch_seconds[0]
 
     def _last_epoch_that_fits(self, done: int, used: float, per_epoch: float) -> int:
-        fitting = max(0, math.floor((self.budget_seconds - used) / max(per_epoch, 1e-9)))
+        per_epoch = max(per_epoch, 1e-9)
+        fitting = max(0, math.floor((self.budget_seconds - used) / per_epoch))
         if len(self.epoch_seconds) < 2:  # only the first epoch measured: stop or wait
             return done if fitting == 0 else self.last_epoch
-        return max(done, min(self.planned_epochs, done + fitting))
+        last = max(done, min(self.planned_epochs, done + fitting))
+        if last > self.last_epoch:  # moving back towards the plan: only with time to spare
+            spare = self.budget_seconds - used - TIME_BUDGET_EXTEND_MARGIN * per_epoch
+            last = max(self.last_epoch, min(last, done + max(0, math.floor(spare / per_epoch))))
+        return last
 
     def on_epoch_end(self, epoch, logs=None):
         now = self.clock()
