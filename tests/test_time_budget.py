@@ -110,17 +110,31 @@ class ProgressStub:
         self.total_epochs = total_epochs
 
 
+class ScheduleSpy:
+    def __init__(self):
+        self.calls = []
+
+    def set_decay_steps(self, steps):
+        self.calls.append(steps)
+
+
+def _begun_budget(budget_seconds: float, epochs: int, **options) -> tuple[TimeBudget, FakeClock]:
+    """A ``TimeBudget`` on a fake clock and model, after ``on_train_begin`` of a fit of
+    ``epochs`` epochs."""
+    clock = FakeClock()
+    budget = TimeBudget(budget_seconds, clock=clock, **options)
+    budget.set_model(FakeModel())
+    budget.set_params({"epochs": epochs})
+    budget.on_train_begin()
+    return budget, clock
+
+
 def test_time_budget_moves_the_last_epoch_to_fit_and_fits_the_schedule_to_it(caplog):
     """Budget 100 s, 10 epochs planned: the first takes 20 s (tracing), the rest 10 s each."""
-    clock = FakeClock()
     schedule = ResizableCosineDecay(RATE, 10 * 4)
     progress = ProgressStub(10)
-    logger = logging.getLogger("test_time_budget")
-    budget = TimeBudget(100, schedule=schedule, steps_per_epoch=4, progress=[progress],
-                        logger=logger, clock=clock)
-    budget.set_model(FakeModel())
-    budget.set_params({"epochs": 10, "steps": 4})
-    budget.on_train_begin()
+    budget, clock = _begun_budget(100, 10, schedule=schedule, steps_per_epoch=4,
+                                  progress=[progress], logger=logging.getLogger("test_time_budget"))
     seen = []
     with caplog.at_level(logging.INFO, logger="test_time_budget"):
         for epoch in range(10):
@@ -139,23 +153,11 @@ def test_time_budget_moves_the_last_epoch_to_fit_and_fits_the_schedule_to_it(cap
     assert "training ends after epoch 9 of 10" in caplog.text
 
 
-class ScheduleSpy:
-    def __init__(self):
-        self.calls = []
-
-    def set_decay_steps(self, steps):
-        self.calls.append(steps)
-
-
 def test_time_budget_that_is_never_reached_changes_nothing():
-    clock = FakeClock()
     schedule = ScheduleSpy()
     # The first epoch (60 s with tracing) alone would predict an overrun (50 + 3 x 60 > 200);
     # the budget waits for a steady epoch (30 s), and then all three fit.
-    budget = TimeBudget(200, started=-50.0, schedule=schedule, steps_per_epoch=5, clock=clock)
-    budget.set_model(FakeModel())
-    budget.set_params({"epochs": 3})
-    budget.on_train_begin()
+    budget, clock = _begun_budget(200, 3, started=-50.0, schedule=schedule, steps_per_epoch=5)
     for epoch, seconds in enumerate((60.0, 30.0, 30.0)):
         clock.now += seconds
         budget.on_epoch_end(epoch)
@@ -164,14 +166,10 @@ def test_time_budget_that_is_never_reached_changes_nothing():
 
 
 def test_time_budget_moves_the_last_epoch_back_only_with_half_an_epoch_to_spare():
-    """10 s epochs, budget 95 s: ends after 9. Epochs then speed up to 9 s: with epoch 10
-    predicted to end at 94.x s (under half an epoch to spare) it stays at 9; at 8 s it moves."""
-    clock = FakeClock()
+    """10 s epochs, budget 95 s: ends after 9. Then epochs speed up (7 s, then 4 s): while
+    epoch 10 would fit with under half an epoch to spare it stays at 9, then it moves to 10."""
     schedule = ScheduleSpy()
-    budget = TimeBudget(95, schedule=schedule, steps_per_epoch=2, clock=clock)
-    budget.set_model(FakeModel())
-    budget.set_params({"epochs": 10})
-    budget.on_train_begin()
+    budget, clock = _begun_budget(95, 10, schedule=schedule, steps_per_epoch=2)
     for epoch, seconds in enumerate((10.0, 10.0, 10.0)):
         clock.now += seconds
         budget.on_epoch_end(epoch)
@@ -186,11 +184,7 @@ def test_time_budget_moves_the_last_epoch_back_only_with_half_an_epoch_to_spare(
 
 
 def test_time_budget_stops_after_the_first_epoch_when_another_would_overrun():
-    clock = FakeClock()
-    budget = TimeBudget(25, clock=clock)
-    budget.set_model(FakeModel())
-    budget.set_params({"epochs": 5})
-    budget.on_train_begin()
+    budget, clock = _begun_budget(25, 5)
     clock.now = 20.0
     budget.on_epoch_end(0)
     assert budget.model.stop_training and budget.summary() == {
