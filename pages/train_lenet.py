@@ -9,7 +9,7 @@ from core import jobs, paths, results, runs
 from core.charts import training as training_charts
 from core.datasets import preprocess, registry
 from core.models import lenet
-from core.training import lenet_family
+from core.training.config_checks import MAXIMUMS
 from ui import common, report
 from ui import training as training_ui
 
@@ -166,7 +166,7 @@ def render_form() -> None:
                                 key=f"{KEY}_committee_size", help=help_text["committee_size"])
         columns = st.columns(4)
         columns[0].number_input("Time budget in seconds (0 = no limit)", min_value=0,
-                                max_value=lenet_family.MAX_TIME_BUDGET_SECONDS, step=60,
+                                max_value=MAXIMUMS["time_budget_seconds"], step=60,
                                 key=f"{KEY}_time_budget_seconds",
                                 help=help_text["time_budget_seconds"])
         st.markdown("**Network**")

@@ -10,7 +10,9 @@ from core.validation import number_in_range
 # once instead of training for days. Keys not listed are bounded by MAX_INT_SETTING.
 MAX_INT_SETTING = 2**31 - 1
 MAXIMUMS = {"epochs": 1000, "head_epochs": 1000, "fine_tune_epochs": 1000, "epoch_repeats": 100,
-            "batch_size": 8192, "head_units": 65536, "image_size": 1024, "committee_size": 9}
+            "batch_size": 8192, "head_units": 65536, "image_size": 1024, "committee_size": 9,
+            # a week: a longer budget is almost certainly a unit mistake (seconds, not minutes)
+            "time_budget_seconds": 7 * 24 * 3600}
 
 
 def check_int(config: dict, key: str, minimum: int = 1, optional: bool = False,
