@@ -115,3 +115,25 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_devices(synthetic_data_root
     assert status["device"].startswith("mirrored: 2 ×")
     assert runs.read_config(run_dir)["distribute"] == "mirrored"
     assert len(runs.read_metrics(run_dir)) == 1
+
+
+def test_console_progress_never_counts_past_the_epochs_steps():
+    """With steps_per_execution Keras reports the last step of a compiled call, which can pass
+    the epoch's end (288 of 273); the bar shows at most the epoch's steps."""
+    import io
+
+    from core.training.callbacks import ConsoleProgress
+
+    stream = io.StringIO()
+    progress = ConsoleProgress(total_epochs=2, stream=stream)
+    progress.set_params({"steps": 273, "epochs": 2})
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    progress._last_draw = float("-inf")  # draw now instead of waiting the 0.2 s throttle
+    progress.on_train_batch_end(31)
+    progress._last_draw = float("-inf")
+    progress.on_train_batch_end(287)
+    progress.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.9})
+    drawn = stream.getvalue()
+    assert "32/273" in drawn and "288/273" not in drawn
+    assert drawn.count("273/273") == 2 and drawn.endswith("loss 0.5000, accuracy 0.9000\n")

@@ -243,7 +243,9 @@ class ConsoleProgress(keras.callbacks.Callback):
         now = time.monotonic()
         if now - self._last_draw >= 0.2:
             self._last_draw = now
-            self._draw(batch + 1)
+            # With ``steps_per_execution`` Keras reports the last step of each compiled call,
+            # rounded up past the epoch's end (288 of 273 steps at 32 per call): clamp it.
+            self._draw(batch + 1 if not self._steps else min(batch + 1, self._steps))
 
     def _draw(self, done: int, suffix: str = "", end: str = "") -> None:
         steps = self._steps or 0
