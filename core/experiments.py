@@ -30,13 +30,15 @@ test images installed, and the validation split); the figures are stored in the 
 ``--self-train`` adds unsupervised domain adaptation, still with 0 real labels: a
 ``self-training`` run (``core.training.lenet_transfer_family``) starts from the source network,
 re-estimates its batch-norm statistics on GTSRB's training images and trains on the drawn signs
-plus those real images it labels itself with probability >= 0.9; GTSRB's labels are read only
-to score it, like the source, and its folder is printed after the source's.
+plus those real images it labels itself with confidence >= 0.9 (by default each image's nearest
+class centroid in the network's feature space; ``--pseudo-labels classifier`` takes the
+classifier's most probable class instead); GTSRB's labels are read only to score it, like the source, and its folder is printed after the source's.
 It runs ``SELF_TRAINING_ROUNDS`` (3) such runs in a chain (``--self-train-rounds N``): each
 round starts from the previous round's network and labels the real images afresh with it.
 
     python -m core.experiments few-shot --source synthetic-signs --labels-per-class 0 --self-train
     python -m core.experiments few-shot --source synthetic-signs --labels-per-class 0 --self-train --self-train-rounds 1
+    python -m core.experiments few-shot --source synthetic-signs --labels-per-class 0 --self-train --pseudo-labels classifier
     python -m core.experiments sweep --model mobilenetv2 --dataset dogs-vs-cats --per-class 10,30,100,300,750
 
 ``sweep`` trains a scratch and a transfer twin for each number of labelled images per class,
@@ -57,6 +59,7 @@ from pathlib import Path
 
 from core import environment, paths, runs, transferability
 from core.training.lenet_transfer_family import SELF_TRAINING
+from core.training.pseudo_labels import DEFAULT_PSEUDO_LABEL_METHOD, PSEUDO_LABEL_METHODS
 
 FEW_SHOT = "few-shot"
 SOURCES = ("synthetic-signs", "gtsrb-half")
@@ -352,16 +355,20 @@ def _record_real_scores(run_dir, runs_root) -> dict:
     return scores
 
 
-def self_training_config(source_dir, *, epochs: int = SELF_TRAINING_EPOCHS, seed: int = 0) -> dict:
+def self_training_config(source_dir, *, epochs: int = SELF_TRAINING_EPOCHS, seed: int = 0,
+                         pseudo_labels: str = DEFAULT_PSEUDO_LABEL_METHOD) -> dict:
     """The config of a ``self-training`` run adapting a synthetic-signs source to real GTSRB.
 
     Args:
         source_dir: the finished synthetic-signs source run.
         epochs: epochs on drawn signs plus pseudo-labelled real images.
         seed: training seed.
+        pseudo_labels: how the real images are labelled, one of
+            ``core.training.pseudo_labels.PSEUDO_LABEL_METHODS``.
     """
     return {"model": LENET_TRANSFER_MODEL, "strategy": SELF_TRAINING, "preset": SOURCE_PRESET,
             "dataset": "synthetic-signs", "unlabelled_dataset": "gtsrb",
+            "pseudo_labels": pseudo_labels,
             "source_run": str(source_dir), "epochs": int(epochs), "seed": int(seed),
             "experiment": FEW_SHOT, "role": SELF_TRAINING_ROLE, "source": "synthetic-signs",
             "valid_size": TARGET_MAX_VAL_IMAGES}
@@ -375,7 +382,7 @@ def _check_rounds(rounds) -> int:
 
 def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed: int = 0,
                       epochs: int = SELF_TRAINING_EPOCHS, rounds: int = SELF_TRAINING_ROUNDS,
-                      log=None) -> tuple[Path, dict, list[tuple[Path, dict]]]:
+                      pseudo_labels: str = DEFAULT_PSEUDO_LABEL_METHOD, log=None) -> tuple[Path, dict, list[tuple[Path, dict]]]:
     """Synthetic-only training, then self-training on unlabelled real GTSRB (0 real labels).
 
     Args:
@@ -385,6 +392,7 @@ def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed:
         epochs: epochs of each self-training round.
         rounds: self-training runs in a chain; each starts from the previous one's network
             (the first from the source's) and pseudo-labels the real images afresh.
+        pseudo_labels: how each round labels the real images ("centroids" or "classifier").
         log: called with progress lines (default: printed to stderr).
 
     Returns:
@@ -403,7 +411,8 @@ def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed:
     for round_number in range(1, rounds + 1):
         log(f"Self-training round {round_number} of {rounds} from {previous_dir.name} on "
             "unlabelled GTSRB training images")
-        previous_dir = _run_foreground(self_training_config(previous_dir, epochs=epochs, seed=seed),
+        previous_dir = _run_foreground(self_training_config(previous_dir, epochs=epochs, seed=seed,
+                                                            pseudo_labels=pseudo_labels),
                                        runs_root, log)
         adapted.append((previous_dir, _record_real_scores(previous_dir, runs_root)))
     return source_dir, source_scores, adapted
@@ -434,7 +443,8 @@ def synthetic_only_results(summaries) -> list[dict]:
 
     Returns:
         Dicts with ``run_id``, ``method`` (drawn signs only, or self-training on unlabelled real
-        images, with its round after the first), ``synthetic_val_accuracy`` (on drawn signs), ``real_test_accuracy``,
+        images, with its round after the first), ``pseudo_labels`` (a self-training run's
+        method, else None), ``synthetic_val_accuracy`` (on drawn signs), ``real_test_accuracy``,
         ``real_test_images``, ``real_val_accuracy`` and ``real_val_images`` (None when absent).
     """
     rows = []
@@ -446,12 +456,14 @@ def synthetic_only_results(summaries) -> list[dict]:
             continue
         if results.get("real_test_accuracy") is None and results.get("real_val_accuracy") is None:
             continue
-        method = "drawn signs only"
+        method, pseudo_labels = "drawn signs only", None
         if summary.config.get("strategy") == SELF_TRAINING:
             round_number = self_training_round(summary, by_id)
             method = "self-training on unlabelled real images" + (
                 f" (round {round_number})" if round_number > 1 else "")
-        rows.append({"run_id": summary.run_id, "method": method,
+            # Runs from before the setting existed labelled by the classifier.
+            pseudo_labels = summary.config.get("pseudo_labels", "classifier")
+        rows.append({"run_id": summary.run_id, "method": method, "pseudo_labels": pseudo_labels,
                      "synthetic_val_accuracy": summary.best_val_accuracy,
                      **{f"real_{split}_{what}": results.get(f"real_{split}_{what}")
                         for split in REAL_SPLITS for what in ("accuracy", "images")}})
@@ -627,6 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     few_shot.add_argument("--self-train-rounds", type=int,
                           help="with --self-train: self-training runs in a chain, each starting "
                                f"from the previous one (default {SELF_TRAINING_ROUNDS})")
+    few_shot.add_argument("--pseudo-labels", choices=PSEUDO_LABEL_METHODS,
+                          help="with --self-train: label the real images by their nearest class "
+                               "centroid in feature space (centroids, the default) or by the "
+                               "classifier's most probable class")
     few_shot.add_argument("--seed", type=int, default=0)
     sweep = commands.add_parser(SWEEP, help="data efficiency: scratch and transfer twins per size")
     sweep.add_argument("--model", choices=("vgg16", "mobilenetv2", "mobilenet"), required=True)
@@ -657,7 +673,7 @@ def _synthetic_only_command(arguments, started: float) -> int:
                       else arguments.self_train_rounds)
             source_dir, scores, adapted = run_self_training(
                 arguments.runs_dir, source_epochs=arguments.source_epochs, seed=arguments.seed,
-                rounds=rounds)
+                rounds=rounds, pseudo_labels=arguments.pseudo_labels or DEFAULT_PSEUDO_LABEL_METHOD)
         else:
             source_dir, scores = run_synthetic_only(arguments.runs_dir, source_epochs=arguments.source_epochs,
                                                     seed=arguments.seed)
@@ -701,6 +717,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
     started = time.monotonic()
+    if arguments.pseudo_labels is not None and not arguments.self_train:
+        print("error: --pseudo-labels needs --self-train", file=sys.stderr)
+        return EXIT_USAGE
     if arguments.self_train_rounds is not None and not arguments.self_train:
         print("error: --self-train-rounds needs --self-train", file=sys.stderr)
         return EXIT_USAGE

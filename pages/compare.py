@@ -105,12 +105,14 @@ if few_shot_rows:
         "gain_points": st.column_config.NumberColumn("gain (points)", format="%+.1f"),
     })
 if synthetic_rows:
-    table = pd.DataFrame(synthetic_rows)[["run_id", "method", "real_test_accuracy", "real_test_images",
+    table = pd.DataFrame(synthetic_rows)[["run_id", "method", "pseudo_labels", "real_test_accuracy",
+                                         "real_test_images",
                                          "real_val_accuracy", "real_val_images",
                                          "synthetic_val_accuracy"]]
     for column in ("real_test_accuracy", "real_val_accuracy", "synthetic_val_accuracy"):
         table[column] = table[column].map(lambda value: None if value is None else 100.0 * value)
     st.dataframe(table, key="compare_synthetic_only", hide_index=True, column_config={
+        "pseudo_labels": st.column_config.TextColumn("pseudo-labels"),
         "real_test_accuracy": st.column_config.NumberColumn("real test % (0 real labels)", format="%.1f"),
         "real_test_images": st.column_config.NumberColumn("test images"),
         "real_val_accuracy": st.column_config.NumberColumn("real val % (0 real labels)", format="%.1f"),

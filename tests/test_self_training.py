@@ -67,12 +67,14 @@ def test_self_training_configs_are_checked(isolated_roots, tmp_path):
     resolved = lenet_transfer_family.resolve_config(config)
     assert resolved["strategy"] == "self-training" and resolved["weights"] == f"run:{source_dir.name}"
     assert resolved["unlabelled_dataset"] == "gtsrb" and resolved["pseudo_label_threshold"] == 0.9
+    assert resolved["pseudo_labels"] == "centroids"
     cases = {
         "needs an unlabelled_dataset": dict(config, unlabelled_dataset=None),
         "needs a source_run": dict(config, source_run=None),
         "whole labelled dataset": dict(config, labels_per_class=10),
         "classes must be the source's": dict(config, classes=[13]),
         "pseudo_label_threshold": dict(config, pseudo_label_threshold=1.5),
+        "pseudo_labels must be one of": dict(config, pseudo_labels="kmeans"),
         "only read by strategy": dict(config, strategy="fine-tune"),
         "unknown dataset": dict(config, unlabelled_dataset="no-such-data"),
     }
@@ -124,6 +126,7 @@ def test_self_training_run_adapts_to_unlabelled_images_without_reading_their_lab
     rows = {row["run_id"]: row for row in experiments.synthetic_only_results(runs.list_runs())}
     assert rows[run_dir.name]["method"] == "self-training on unlabelled real images"
     assert rows[run_dir.name]["real_val_accuracy"] == scores["real_val_accuracy"]
+    assert rows[run_dir.name]["pseudo_labels"] == "centroids"
     assert experiments.few_shot_results(runs.list_runs()) == []  # not a few-shot arm
 
 
@@ -180,3 +183,40 @@ def test_cli_checks_self_training_rounds(capsys):
                                "--self-train", "--self-train-rounds", "0"])
     assert status == experiments.EXIT_USAGE
     assert "self-training rounds must be a positive int, received 0" in capsys.readouterr().err
+
+
+def test_centroid_pseudo_labels_correct_a_classifier_biased_against_one_cluster():
+    """Two tight clusters; the classifier takes both for class 0 (the second only at 0.6). The
+    probability-weighted centroid of class 1 lies in the second cluster, so the nearest-centroid
+    labels give that cluster class 1, and confidently; the classifier's labels cannot."""
+    from core.training.pseudo_labels import centroid_pseudo_labels, select_pseudo_labels
+
+    rng = np.random.default_rng(0)
+    first = np.array([4.0, 0.0, 0.0]) + 0.05 * rng.standard_normal((30, 3))
+    second = np.array([0.0, 4.0, 0.0]) + 0.05 * rng.standard_normal((20, 3))
+    features = np.concatenate([first, second])
+    probabilities = np.concatenate([np.tile([0.9, 0.1, 0.0], (30, 1)), np.tile([0.6, 0.4, 0.0], (20, 1))])
+    labels, confidence = centroid_pseudo_labels(features, probabilities)
+    assert labels.tolist() == [0] * 30 + [1] * 20
+    assert confidence.min() > 0.99  # each point is far nearer its own centroid (temperature 0.05)
+    keep, classifier_labels = select_pseudo_labels("classifier", probabilities, threshold=0.9)
+    assert classifier_labels.tolist() == [0] * 50 and keep.tolist() == [True] * 30 + [False] * 20
+    keep, centroid_labels = select_pseudo_labels("centroids", probabilities, features, threshold=0.9)
+    assert keep.all() and centroid_labels.tolist() == labels.tolist()
+    # Class 2 has no probability anywhere: no centroid, no image.
+    assert 2 not in labels
+    with pytest.raises(ValueError, match="pseudo_labels must be one of"):
+        select_pseudo_labels("kmeans", probabilities, features)
+    with pytest.raises(ValueError, match="needs the images' features"):
+        select_pseudo_labels("centroids", probabilities)
+    with pytest.raises(ValueError, match=r"same N, received shapes \(50, 3\) and \(49, 3\)"):
+        centroid_pseudo_labels(features, probabilities[:49])
+    with pytest.raises(ValueError, match="passes must be an int >= 1, received 0"):
+        centroid_pseudo_labels(features, probabilities, passes=0)
+
+
+def test_cli_checks_pseudo_labels_needs_self_training(capsys):
+    status = experiments.main(["few-shot", "--source", "synthetic-signs", "--labels-per-class", "0",
+                               "--pseudo-labels", "classifier"])
+    assert status == experiments.EXIT_USAGE
+    assert "--pseudo-labels needs --self-train" in capsys.readouterr().err

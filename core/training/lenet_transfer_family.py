@@ -20,7 +20,9 @@ the network starts as a copy of the whole ``source_run`` (classifier included, s
 must be the source's), and ``unlabelled_dataset`` supplies images whose labels are never read.
 (1) Its batch-norm statistics are re-estimated on those images (AdaBN: Li et al. 2016,
 "Revisiting Batch Normalization for Practical Domain Adaptation"); (2) it labels them itself and
-keeps those it gives at least ``pseudo_label_threshold`` probability; (3) it trains on the run's
+keeps those labelled with at least ``pseudo_label_threshold`` confidence, by ``pseudo_labels``
+(``core.training.pseudo_labels``: "centroids", the default, takes each image's nearest class
+centroid in the network's feature space; "classifier" its most probable class); (3) it trains on the run's
 labelled ``dataset`` plus those pseudo-labelled images, at ``fine_tune_learning_rate_factor``
 times the preset's learning rate, picking its best epoch on the labelled dataset's validation
 split; (4) batch-norm statistics are re-estimated on the unlabelled images once more. The
@@ -40,6 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from core.training import transfer_support as support
+from core.training.pseudo_labels import (DEFAULT_PSEUDO_LABEL_METHOD, FEATURES_LAYER,
+                                         PSEUDO_LABEL_METHODS, select_pseudo_labels)
 from core.training.config_checks import check_choice, check_int, check_number
 
 MODEL_NAME = "lenet5-transfer"
@@ -62,6 +66,7 @@ LENET_TRANSFER_DEFAULTS = {
     "source": None,
     "unlabelled_dataset": None,
     "pseudo_label_threshold": 0.9,
+    "pseudo_labels": DEFAULT_PSEUDO_LABEL_METHOD,
 }
 LENET_EXTRA_KEYS = tuple(LENET_TRANSFER_DEFAULTS) + ("model", "sweep_id")
 WEIGHTED_LAYER_TYPES = ("Conv2D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
@@ -139,6 +144,7 @@ def _resolve(config: dict, runs_root) -> dict:
     else:
         resolved["head_epochs"] = None
     check_number(resolved, "pseudo_label_threshold", 0.0, 1.0)
+    check_choice(resolved, "pseudo_labels", PSEUDO_LABEL_METHODS)
     if resolved["strategy"] in NEEDS_SOURCE and not resolved["source_run"]:
         raise ValueError(f"strategy {resolved['strategy']!r} needs a source_run (a finished run "
                          "whose layers are copied); received none")
@@ -395,10 +401,9 @@ def _self_train(context, source_model) -> None:
         model.set_weights(source_model.get_weights())
     _set_batch_norm_momentum(model, config["batch_norm_momentum"])
     adapt_batch_norm(model, unlabelled)
-    probabilities = model.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
-    keep = probabilities.max(axis=1) >= config["pseudo_label_threshold"]
+    keep, pseudo_labels = _pseudo_label(model, unlabelled, config)
     images = np.concatenate([train_split.images, unlabelled[keep]])
-    labels = np.concatenate([train_split.labels, probabilities.argmax(axis=1)[keep]]).astype(train_split.labels.dtype)
+    labels = np.concatenate([train_split.labels, pseudo_labels[keep]]).astype(train_split.labels.dtype)
     epochs = config["epochs"]
     learning_rate = config["learning_rate"] * config["fine_tune_learning_rate_factor"]
     steps_per_epoch = max(1, math.ceil(len(images) / config["batch_size"]))
@@ -407,7 +412,7 @@ def _self_train(context, source_model) -> None:
             {**config, "learning_rate": learning_rate, "epochs": epochs}, steps_per_epoch),
             loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     support.set_phase(context, f"self-training: {int(keep.sum()):,} of {len(unlabelled):,} unlabelled "
-                        f"{name} images pseudo-labelled (probability >= "
+                        f"{name} images pseudo-labelled ({config['pseudo_labels']}, confidence >= "
                         f"{config['pseudo_label_threshold']:g}) beside {len(train_split):,} labelled "
                         f"ones, {epochs} epochs at learning rate {learning_rate:g}")
     model.fit(images, labels, batch_size=config["batch_size"], epochs=epochs, shuffle=True, verbose=0,
@@ -420,10 +425,26 @@ def _self_train(context, source_model) -> None:
     save_model_atomic(best, context.model_path)
     extra = {"strategy": SELF_TRAINING, "source_run": Path(config["source_run"]).name,
              "unlabelled_dataset": name, "unlabelled_images": int(len(unlabelled)),
-             "pseudo_labelled_images": int(keep.sum()), "learning_rate_used": learning_rate}
+             "pseudo_labelled_images": int(keep.sum()), "pseudo_labels": config["pseudo_labels"],
+             "learning_rate_used": learning_rate}
     context.write_results(best, test_split, val_split, num_train_images=len(images),
                           class_names=class_names, extra=extra)
     support.set_phase(context, "Done")
+
+
+def _pseudo_label(model, unlabelled, config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, labels)`` for the unlabelled images by ``config["pseudo_labels"]``
+    (``core.training.pseudo_labels``); the centroids use the ``predictions`` layer's input."""
+    import keras
+
+    if config["pseudo_labels"] == "classifier":
+        probabilities = model.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
+        return select_pseudo_labels("classifier", probabilities,
+                                    threshold=config["pseudo_label_threshold"])
+    both = keras.Model(model.inputs, [model.get_layer(FEATURES_LAYER).input, model.outputs[0]])
+    features, probabilities = both.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
+    return select_pseudo_labels("centroids", probabilities, features,
+                                threshold=config["pseudo_label_threshold"])
 
 
 def train(context) -> None:
