@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from core.training import transfer_support as support
+from core.training.config_checks import check_choice, check_int, check_number
 from core.training.pseudo_labels import (DEFAULT_PSEUDO_LABEL_METHOD, FEATURES_LAYER,
                                          PSEUDO_LABEL_METHODS, select_pseudo_labels)
-from core.training.config_checks import check_choice, check_int, check_number
 
 MODEL_NAME = "lenet5-transfer"
 LENET_TRANSFER_DEFAULTS = {

@@ -16,8 +16,8 @@ Two methods (``PSEUDO_LABEL_METHODS``), both reading only the network's outputs,
 
 Measured on generator v4's synthetic-only network (seed 0, after AdaBN), over the 34,919 GTSRB
 training images, counting with the true labels afterwards (an ad-hoc script): the classifier's
-labels were 77.2 % right (24,911 kept at >= 0.9, 88.8 % right); the centroids' 86.2 % (18,248
-kept at >= 0.9, 96.0 % right). Double curve went from 12 % to 64 %, 100 km/h from 27 % to 70 %;
+labels were 77.2 % right (24,911 kept at >= 0.9, 88.8 % right); the centroids' 86.2 % (18,183
+kept at >= 0.9, 96.4 % right). Double curve went from 12 % to 64 %, 100 km/h from 27 % to 70 %;
 "right of way" stayed at 1 %.
 """
 
