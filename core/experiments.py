@@ -32,7 +32,8 @@ test images installed, and the validation split); the figures are stored in the 
 re-estimates its batch-norm statistics on GTSRB's training images and trains on the drawn signs
 plus those real images it labels itself with confidence >= 0.9 (by default each image's nearest
 class centroid in the network's feature space; ``--pseudo-labels classifier`` takes the
-classifier's most probable class instead); GTSRB's labels are read only to score it, like the source, and its folder is printed after the source's.
+classifier's most probable class instead); GTSRB's labels are read only to score it, like the
+source, and its folder is printed after the source's.
 It runs ``SELF_TRAINING_ROUNDS`` (3) such runs in a chain (``--self-train-rounds N``): each
 round starts from the previous round's network and labels the real images afresh with it.
 
@@ -382,7 +383,8 @@ def _check_rounds(rounds) -> int:
 
 def run_self_training(runs_root=None, *, source_epochs: int | None = None, seed: int = 0,
                       epochs: int = SELF_TRAINING_EPOCHS, rounds: int = SELF_TRAINING_ROUNDS,
-                      pseudo_labels: str = DEFAULT_PSEUDO_LABEL_METHOD, log=None) -> tuple[Path, dict, list[tuple[Path, dict]]]:
+                      pseudo_labels: str = DEFAULT_PSEUDO_LABEL_METHOD,
+                      log=None) -> tuple[Path, dict, list[tuple[Path, dict]]]:
     """Synthetic-only training, then self-training on unlabelled real GTSRB (0 real labels).
 
     Args:
