@@ -15,3 +15,11 @@ def register_custom_layers() -> None:
     safe_mode loading."""
     for module_name in CUSTOM_LAYER_MODULES:
         importlib.import_module(module_name)
+
+
+def set_batch_norm_momentum(model, momentum: float) -> None:
+    """Sets the moving-average ``momentum`` of every BatchNormalization layer in ``model.layers``
+    (matched by class name, so this module needs no Keras import)."""
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.momentum = float(momentum)

@@ -31,7 +31,7 @@ import os
 
 import keras
 
-from core.models import backbones
+from core.models import backbones, set_batch_norm_momentum
 
 HEAD_UNITS = 256
 HEAD_DROPOUT_RATE = 0.5
@@ -143,9 +143,7 @@ def build_transfer_model(num_classes: int, *, backbone: str = backbones.VGG16,
         tensor = augmentation(tensor)
     tensor = module.preprocessing_layer()(tensor)
     if weights_file is None and not freeze_base:
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = SCRATCH_BATCH_NORM_MOMENTUM
+        set_batch_norm_momentum(base, SCRATCH_BATCH_NORM_MOMENTUM)
     features = _call_base(base, tensor, inference_mode=freeze_base)
     outputs = _head(features, num_classes, head, head_units, dropout_rate)
     model = keras.Model(inputs, outputs, name=name or f"{backbone}_transfer")

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models import set_batch_norm_momentum
 from core.training import transfer_support as support
 from core.training.config_checks import check_choice, check_int, check_number
 from core.training.pseudo_labels import (DEFAULT_PSEUDO_LABEL_METHOD, FEATURES_LAYER,
@@ -254,7 +255,7 @@ def build_lenet_transfer_model(config: dict, num_classes: int, input_shape, sour
     if source_model is None:
         augmentation = preprocess.build_augmentation(config["augmentation"])
         model = lenet.build_from_config(config, num_classes, input_shape, augmentation)
-        _set_batch_norm_momentum(model, config["batch_norm_momentum"])
+        set_batch_norm_momentum(model, config["batch_norm_momentum"])
         return model, []
     clone = keras.models.clone_model(source_model)  # same graph, fresh random weights
     classifier = clone.layers[-1]
@@ -263,7 +264,7 @@ def build_lenet_transfer_model(config: dict, num_classes: int, input_shape, sour
                          f"{classifier.name!r} ({type(classifier).__name__})")
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=classifier.name)(classifier.input)
     model = keras.Model(clone.inputs, outputs, name=f"{source_model.name}_transfer")
-    _set_batch_norm_momentum(model, config["batch_norm_momentum"])
+    set_batch_norm_momentum(model, config["batch_norm_momentum"])
     copied: list[str] = []
     if config["strategy"] == support.SCRATCH:
         return model, copied
@@ -289,12 +290,6 @@ def build_lenet_transfer_model(config: dict, num_classes: int, input_shape, sour
             layer.trainable = not freeze
             copied.append(layer.name)
     return model, copied
-
-
-def _set_batch_norm_momentum(model, momentum: float) -> None:
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            layer.momentum = float(momentum)
 
 
 def _check_source_completed(source_dir: Path) -> None:
@@ -399,7 +394,7 @@ def _self_train(context, source_model) -> None:
     with context.scope():
         model = keras.models.clone_model(source_model)
         model.set_weights(source_model.get_weights())
-    _set_batch_norm_momentum(model, config["batch_norm_momentum"])
+    set_batch_norm_momentum(model, config["batch_norm_momentum"])
     adapt_batch_norm(model, unlabelled)
     keep, pseudo_labels = _pseudo_label(model, unlabelled, config)
     images = np.concatenate([train_split.images, unlabelled[keep]])
