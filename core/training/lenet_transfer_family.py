@@ -429,16 +429,13 @@ def _self_train(context, source_model) -> None:
 
 def _pseudo_label(model, unlabelled, config: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(keep, labels)`` for the unlabelled images by ``config["pseudo_labels"]``
-    (``core.training.pseudo_labels``); the centroids use the ``predictions`` layer's input."""
+    (``core.training.pseudo_labels``). One pass gives the probabilities and the features (the
+    ``predictions`` layer's input) that "centroids" uses."""
     import keras
 
-    if config["pseudo_labels"] == "classifier":
-        probabilities = model.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
-        return select_pseudo_labels("classifier", probabilities,
-                                    threshold=config["pseudo_label_threshold"])
     both = keras.Model(model.inputs, [model.get_layer(FEATURES_LAYER).input, model.outputs[0]])
     features, probabilities = both.predict(unlabelled, batch_size=STATISTICS_BATCH_SIZE, verbose=0)
-    return select_pseudo_labels("centroids", probabilities, features,
+    return select_pseudo_labels(config["pseudo_labels"], probabilities, features,
                                 threshold=config["pseudo_label_threshold"])
 
 
