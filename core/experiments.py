@@ -15,7 +15,9 @@ convolution, i.e. the source's feature extractor, the dense head starting random
 ``synthetic-signs``, whose source has the target's 43 classes, every hidden layer: the
 convolutions and the hidden dense layers, only the classifier starting random) and fine-tunes them (the paper's AnB+):
 for the first third of the epochs the copied layers stay frozen while the new head learns, then
-everything trains at 0.3x the learning rate. ``--freeze`` keeps them frozen throughout (AnB). The source run is reused when a finished, good-enough one exists, else trained first.
+everything trains at 0.3x the learning rate. ``--freeze`` keeps them frozen throughout (AnB).
+The source run is reused when a finished, good-enough one trained with the same ``--seed``
+exists, else trained first.
 
 Command line (stdout's LAST TWO lines are the scratch run folder, then the transfer run folder)::
 
@@ -178,9 +180,11 @@ def target_configs(source: str, labels_per_class: int, source_run: str | Path, *
     return scratch, transfer
 
 
-def _matches_source(summary: runs.RunSummary, source: str) -> bool:
+def _matches_source(summary: runs.RunSummary, source: str, seed: int | None = None) -> bool:
     config = summary.config
     wanted = source_config(source)
+    if seed is not None and config.get("seed") != seed:
+        return False
     if config.get("model") not in (LENET_TRANSFER_MODEL, "lenet5"):
         return False
     if config.get("model") == LENET_TRANSFER_MODEL and config.get("strategy") != "scratch":
@@ -197,7 +201,7 @@ def _matches_source(summary: runs.RunSummary, source: str) -> bool:
 
 
 def find_source_run(source: str, runs_root=None, min_val_accuracy: float = SOURCE_MIN_VAL_ACCURACY,
-                    include_active: bool = False) -> Path | None:
+                    include_active: bool = False, seed: int | None = None) -> Path | None:
     """Finds the best finished run that can serve as the source network.
 
     Suitable: a completed LeNet run (``lenet5`` or ``lenet5-transfer`` scratch) on the source
@@ -211,6 +215,8 @@ def find_source_run(source: str, runs_root=None, min_val_accuracy: float = SOURC
         min_val_accuracy: reuse threshold (a one-epoch smoke run is not a good source).
         include_active: also accept a queued or running source run (the page queues targets
             behind it).
+        seed: accept only a run trained with this seed (None: any seed). The CLI passes its
+            ``--seed``, so a repeat with another seed trains its own source network.
 
     Returns:
         The run folder, or None.
@@ -218,7 +224,7 @@ def find_source_run(source: str, runs_root=None, min_val_accuracy: float = SOURC
     _check_source(source)
     best = None
     for summary in runs.list_runs(runs_root):
-        if summary.broken or not _matches_source(summary, source):
+        if summary.broken or not _matches_source(summary, source, seed):
             continue
         if summary.state == runs.COMPLETED:
             if not (summary.path / runs.MODEL_FILE).exists():
@@ -245,7 +251,7 @@ def submit_few_shot(source: str, labels_per_class: int, runs_root=None, **option
     """
     from core import jobs
 
-    source_dir = find_source_run(source, runs_root, include_active=True)
+    source_dir = find_source_run(source, runs_root, include_active=True, seed=options.get("seed"))
     reused = source_dir is not None
     if source_dir is None:
         source_dir = runs.run_path(jobs.submit(source_config(source, seed=options.get("seed", 0)),
@@ -291,12 +297,12 @@ def run_few_shot(source: str, labels_per_class: int, runs_root=None, *,
 
 
 def _source_run(source: str, runs_root, source_epochs, seed: int, log) -> Path:
-    source_dir = find_source_run(source, runs_root)
+    source_dir = find_source_run(source, runs_root, seed=seed)
     if source_dir is not None:
-        log(f"Reusing source run {source_dir.name}")
+        log(f"Reusing source run {source_dir.name} (seed {seed})")
         return source_dir
-    log(f"No finished {source} source run with val accuracy >= {SOURCE_MIN_VAL_ACCURACY:.0%}: "
-        "training one")
+    log(f"No finished {source} source run with seed {seed} and val accuracy >= "
+        f"{SOURCE_MIN_VAL_ACCURACY:.0%}: training one")
     return _run_foreground(source_config(source, epochs=source_epochs, seed=seed), runs_root, log)
 
 

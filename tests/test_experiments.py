@@ -91,6 +91,26 @@ def test_find_source_run_reuses_only_good_finished_runs_on_the_source_data():
         lenet_family.resolve_config({"model": "lenet5", "generator_version": GENERATOR_VERSION})
 
 
+def test_a_source_run_is_reused_only_for_its_own_seed_when_a_seed_is_asked():
+    source = experiments.source_config("gtsrb-half", seed=0)
+    seed_zero = _fake_run(source, val_accuracy=0.95)
+    assert experiments.find_source_run("gtsrb-half") == seed_zero  # no seed asked: any seed
+    assert experiments.find_source_run("gtsrb-half", seed=0) == seed_zero
+    assert experiments.find_source_run("gtsrb-half", seed=1) is None
+    seed_one = _fake_run(experiments.source_config("gtsrb-half", seed=1), val_accuracy=0.93)
+    assert experiments.find_source_run("gtsrb-half", seed=1) == seed_one
+    assert experiments.find_source_run("gtsrb-half") == seed_zero  # the better one
+
+    # The CLI's path and the page's queue pass the seed: seed 2 queues its own source run.
+    queued = experiments.submit_few_shot("gtsrb-half", 10, seed=2)
+    assert not queued["source_reused"]
+    assert runs.read_config(runs.run_path(queued["source"]))["seed"] == 2
+    assert experiments.submit_few_shot("gtsrb-half", 10, seed=1)["source"] == seed_one.name
+    logged = []
+    assert experiments._source_run("gtsrb-half", None, None, 1, logged.append) == seed_one
+    assert logged == [f"Reusing source run {seed_one.name} (seed 1)"]
+
+
 def test_few_shot_results_pair_the_arms_and_compute_the_gain(tmp_path):
     scratch, transfer = experiments.target_configs("gtsrb-half", 10, tmp_path, experiment_id="e1")
     _fake_run(scratch, test_accuracy=0.55)
