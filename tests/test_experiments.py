@@ -101,7 +101,8 @@ def test_a_source_run_is_reused_only_for_its_own_seed_when_a_seed_is_asked():
     assert experiments.find_source_run("gtsrb-half", seed=1) == seed_one
     assert experiments.find_source_run("gtsrb-half") == seed_zero  # the better one
 
-    # The CLI's path and the page's queue pass the seed: seed 2 queues its own source run.
+    # submit_few_shot passes a seed it is given (the page gives none): seed 2 queues its own
+    # source run; the CLI's foreground path (_source_run) always has one.
     queued = experiments.submit_few_shot("gtsrb-half", 10, seed=2)
     assert not queued["source_reused"]
     assert runs.read_config(runs.run_path(queued["source"]))["seed"] == 2
