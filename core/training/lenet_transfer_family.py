@@ -22,10 +22,10 @@ must be the source's), and ``unlabelled_dataset`` supplies images whose labels a
 "Revisiting Batch Normalization for Practical Domain Adaptation"); (2) it labels them itself and
 keeps those labelled with at least ``pseudo_label_threshold`` confidence, by ``pseudo_labels``
 (``core.training.pseudo_labels``: "centroids", the default, takes each image's nearest class
-centroid in the network's feature space; "classifier" its most probable class); (3) it trains on the run's
-labelled ``dataset`` plus those pseudo-labelled images, at ``fine_tune_learning_rate_factor``
-times the preset's learning rate, picking its best epoch on the labelled dataset's validation
-split; (4) batch-norm statistics are re-estimated on the unlabelled images once more. The
+centroid in the network's feature space; "classifier" its most probable class); (3) it trains
+on the run's labelled ``dataset`` plus those pseudo-labelled images, at
+``fine_tune_learning_rate_factor`` times the preset's learning rate, picking its best epoch on
+the labelled dataset's validation split; (4) batch-norm statistics are re-estimated on the unlabelled images once more. The
 synthetic → real experiment uses it with drawn signs as ``dataset`` and GTSRB as
 ``unlabelled_dataset``: 0 real labels.
 
