@@ -36,7 +36,7 @@ plus those real images it labels itself with confidence >= 0.9 (by default each 
 class centroid in the network's feature space; ``--pseudo-labels classifier`` takes the
 classifier's most probable class instead); GTSRB's labels are read only to score it, like the
 source, and its folder is printed after the source's.
-It runs ``SELF_TRAINING_ROUNDS`` (3) such runs in a chain (``--self-train-rounds N``): each
+It runs ``SELF_TRAINING_ROUNDS`` (8) such runs in a chain (``--self-train-rounds N``): each
 round starts from the previous round's network and labels the real images afresh with it.
 
     python -m core.experiments few-shot --source synthetic-signs --labels-per-class 0 --self-train
@@ -80,9 +80,11 @@ TARGET_BATCH_SIZE = 32
 TARGET_MAX_VAL_IMAGES = 2000  # a cap on all-43-class validation (applied before ``classes``)
 # Self-training (0 real labels): a few epochs on the drawn signs plus pseudo-labelled real images.
 SELF_TRAINING_EPOCHS = 4
-# Chained self-training runs: on generator v4, seed 0, validation went 81.8 -> 83.7 -> 84.6 %
-# over rounds 1-3 (about 5 minutes each here).
-SELF_TRAINING_ROUNDS = 3
+# Chained self-training runs (about 3.5 minutes each here). With centroid pseudo-labels, seed 1
+# on the validation split (4,290 real images) went 82.4, 88.1, 90.9, 92.3, 92.8, 94.6, 96.1,
+# 96.1, 96.3 % over rounds 1-9: the real photos labelled grow from 25,245 to 30,250 of 34,919
+# and the gain flattens after round 7.
+SELF_TRAINING_ROUNDS = 8
 SELF_TRAINING_ROLE = "self-training"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -86,8 +86,8 @@ st.markdown(
     "network on the same k real labels per class (the gain is transfer's advantage); "
     "**synthetic-only** trains on drawn signs alone (0 real labels) and scores on real images. "
     "Command line: `python -m core.experiments few-shot --source synthetic-signs "
-    "--labels-per-class 10` (or `0` for synthetic-only; `0 --self-train` adds three rounds of "
-    "self-training on unlabelled real images)."
+    "--labels-per-class 10` (or `0` for synthetic-only; `0 --self-train` adds "
+    f"{experiments.SELF_TRAINING_ROUNDS} rounds of self-training on unlabelled real images)."
 )
 few_shot_rows = [row for row in experiments.few_shot_results(usable)
                  if row["source"] == "synthetic-signs"]
