@@ -25,9 +25,9 @@ keeps those labelled with at least ``pseudo_label_threshold`` confidence, by ``p
 centroid in the network's feature space; "classifier" its most probable class); (3) it trains
 on the run's labelled ``dataset`` plus those pseudo-labelled images, at
 ``fine_tune_learning_rate_factor`` times the preset's learning rate, picking its best epoch on
-the labelled dataset's validation split; (4) batch-norm statistics are re-estimated on the unlabelled images once more. The
-synthetic → real experiment uses it with drawn signs as ``dataset`` and GTSRB as
-``unlabelled_dataset``: 0 real labels.
+the labelled dataset's validation split; (4) batch-norm statistics are re-estimated on the
+unlabelled images once more. The synthetic → real experiment uses it with drawn signs as
+``dataset`` and GTSRB as ``unlabelled_dataset``: 0 real labels.
 
 A source run that is still queued or running is waited for by the job queue (the experiment
 submits its targets with ``depends_on``), so training here only checks the source completed.
