@@ -193,8 +193,9 @@ class _GraphRebuilder:
         from core.models.layers import sampling_points
 
         height, width, channels = (int(side) for side in images.shape[1:])
-        pixels = height * width
-        grid_x, grid_y = sampling_points(height, width)
+        out_height, out_width = (height, width) if layer.output_size is None else (layer.output_size,) * 2
+        pixels = out_height * out_width  # output pixels; each samples the input's height x width
+        grid_x, grid_y = sampling_points(out_height, out_width)
         name = layer.name
 
         def source_coordinate(axis: str, first_row: int, side: int):
@@ -232,7 +233,7 @@ class _GraphRebuilder:
         row_sum = keras.layers.Dense(1, use_bias=False, name=f"{name}_row_sum")
         row_sum.build(tuple(weighted.shape))
         row_sum.set_weights([np.ones((height, 1), np.float32)])
-        return keras.layers.Reshape((height, width, channels), name=name)(row_sum(weighted))
+        return keras.layers.Reshape((out_height, out_width, channels), name=name)(row_sum(weighted))
 
     def _materialise(self, tensor):
         """Applies a pending channel flip as a 1x1 permutation convolution (exact in float)."""

@@ -37,7 +37,7 @@ FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "
           "dropout", "random_blur", "color", "equalization", "center_crop", "rotation_degrees",
           "shift", "zoom",
           "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
-          "spatial_transformer", "time_budget_seconds")
+          "spatial_transformer", "spatial_transformer_size", "time_budget_seconds")
 
 
 def _as_text(values) -> str:
@@ -64,6 +64,7 @@ def preset_field_values(preset: str) -> dict:
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
         "committee_size": config["committee_size"], "mirror_signs": config["mirror_signs"],
         "spatial_transformer": config["spatial_transformer"],
+        "spatial_transformer_size": config["spatial_transformer_size"],
         "time_budget_seconds": config["time_budget_seconds"],
     }
 
@@ -101,6 +102,9 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         "committee_size": int(value["committee_size"]),
         "mirror_signs": bool(value["mirror_signs"]),
         "spatial_transformer": bool(value["spatial_transformer"]),
+        # The output size belongs to the transformer: without one it is 0, whatever the field says.
+        "spatial_transformer_size": int(value["spatial_transformer_size"] or 0)
+        if value["spatial_transformer"] else 0,
         "time_budget_seconds": int(value["time_budget_seconds"] or 0),
         "preprocessing": {**base["preprocessing"], "color": value["color"],
                           "equalization": value["equalization"]},
@@ -185,8 +189,13 @@ def render_form() -> None:
         columns[2].checkbox("Batch normalisation", key=f"{KEY}_batch_norm", help=help_text["batch_norm"])
         columns[3].checkbox("Multi-scale features", key=f"{KEY}_multi_scale",
                             help=help_text["multi_scale"])
-        st.checkbox("Spatial transformer (learns to centre and straighten each image)",
-                    key=f"{KEY}_spatial_transformer", help=help_text["spatial_transformer"])
+        columns = st.columns([3, 1])
+        columns[0].checkbox("Spatial transformer (learns to centre and straighten each image)",
+                            key=f"{KEY}_spatial_transformer", help=help_text["spatial_transformer"])
+        columns[1].number_input("Transformer output in pixels (0 = input size)", min_value=0,
+                                max_value=lenet.MAX_SPATIAL_TRANSFORMER_SIZE, step=8,
+                                key=f"{KEY}_spatial_transformer_size",
+                                help=help_text["spatial_transformer_size"])
         st.markdown("**Images: preprocessing and augmentation**")
         columns = st.columns(4)
         columns[0].selectbox("Colour", list(COLOR_LABELS), format_func=COLOR_LABELS.get,

@@ -301,6 +301,79 @@ def test_affine_sampler_matches_keras_affine_transform_and_passes_gradients_to_t
                                atol=1e-6)
 
 
+def _bilinear_reference(image: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a (H, W) image at every (row, column) pair, in plain NumPy."""
+    top, left = np.floor(rows).astype(int), np.floor(columns).astype(int)
+    bottom = np.minimum(top + 1, image.shape[0] - 1)
+    right = np.minimum(left + 1, image.shape[1] - 1)
+    dy, dx = (rows - top)[:, None], (columns - left)[None, :]
+    return ((image[np.ix_(top, left)] * (1 - dx) + image[np.ix_(top, right)] * dx) * (1 - dy)
+            + (image[np.ix_(bottom, left)] * (1 - dx) + image[np.ix_(bottom, right)] * dx) * dy)
+
+
+def test_affine_sampler_with_an_output_size_samples_the_finer_input():
+    import keras
+
+    from core.models.layers import AffineSampler
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 48, 48, 1)).astype("float32")
+    # The identity, and a zoom into the central 80 % (what the plus transformer learns on GTSRB).
+    theta = np.array([[1, 0, 0, 0, 1, 0], [0.8, 0, 0, 0, 0.8, 0]], dtype="float32")
+    sampler = AffineSampler(output_size=32)
+    warped = keras.ops.convert_to_numpy(sampler([images, theta]))
+    assert warped.shape == (2, 32, 32, 1)
+    assert sampler.compute_output_shape(((None, 48, 48, 1), (None, 6))) == (None, 32, 32, 1)
+    for image, scale, result in zip(images[..., 0], (1.0, 0.8), warped[..., 0]):
+        # Output pixel i sits at -1 + 2 i / 31; the input point it samples is scale times that.
+        points = (scale * np.linspace(-1.0, 1.0, 32) + 1.0) * 47 / 2.0
+        np.testing.assert_allclose(result, _bilinear_reference(image, points, points), atol=1e-3)
+    # The identity onto an equal canvas is the image itself, and output_size None keeps the size.
+    same = keras.ops.convert_to_numpy(AffineSampler()([images, theta]))
+    np.testing.assert_allclose(same[0], images[0], atol=1e-3)
+    assert AffineSampler.from_config(sampler.get_config()).output_size == 32
+    for bad in (0, -3, 2.5, True, "32"):
+        with pytest.raises(ValueError, match=f"output_size must be a positive int or None, received {bad!r}"):
+            AffineSampler(output_size=bad)
+
+
+def test_spatial_transformer_size_gives_the_conv_stages_a_smaller_canvas(tmp_path):
+    import keras
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "plus", "image_size": 48,
+                                          "spatial_transformer_size": 32})
+    assert config["preprocessing"]["image_size"] == 48 and config["spatial_transformer_size"] == 32
+    model = lenet.build_from_config(config, 43, (48, 48, 1))
+    assert model.get_layer("stn_sampler").output.shape == (None, 32, 32, 1)
+    # The conv stages see 32 pixels: the same classifier as the 32-pixel plus, layer for layer.
+    plain = lenet.build_from_config(lenet_family.resolve_config({"model": "lenet5", "preset": "plus"}),
+                                    43, (32, 32, 1))
+    for layer in plain.layers:
+        if layer.name.startswith(("block", "fc", "predictions")) and layer.weights:
+            assert [w.shape for w in model.get_layer(layer.name).weights] == [w.shape for w in layer.weights]
+    images = np.random.default_rng(2).integers(0, 256, (3, 48, 48, 1)).astype("float32")
+    model.save(tmp_path / "stn48.keras")
+    loaded = keras.saving.load_model(tmp_path / "stn48.keras", safe_mode=True)
+    assert loaded.get_layer("stn_sampler").output_size == 32
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    # Old configs without the key resolve to 0: the transformer's output keeps the input's size.
+    assert lenet_family.resolve_config({"model": "lenet5", "preset": "plus"})["spatial_transformer_size"] == 0
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"spatial_transformer_size": 32}, r"spatial_transformer_size needs spatial_transformer=true .*"
+                                       r"received spatial_transformer_size=32"),
+    ({"preset": "plus", "spatial_transformer_size": 4},
+     r"spatial_transformer_size must be 0 \(the input's size\) or an int in 8\.\.256, received 4"),
+    ({"preset": "plus", "spatial_transformer_size": "32"}, r"received '32'"),
+    ({"preset": "plus", "spatial_transformer_size": True}, r"received True"),
+    ({"preset": "plus", "spatial_transformer_size": 8, "kernel_size": 5, "padding": "valid"},
+     r"image_size 32 \(spatial_transformer_size 8\) is too small for 3 conv stages"),
+])
+def test_spatial_transformer_size_is_checked(settings, message):
+    with pytest.raises(ValueError, match=message):
+        lenet_family.resolve_config({"model": "lenet5", **settings})
+
+
 def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
     import keras
 

@@ -92,6 +92,8 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.number_input(key="train_lenet_committee_size").value == 1
     assert app.checkbox(key="train_lenet_mirror_signs").value is expected["mirror_signs"]
     assert app.checkbox(key="train_lenet_spatial_transformer").value is expected["spatial_transformer"]
+    assert app.number_input(key="train_lenet_spatial_transformer_size").value == expected[
+        "spatial_transformer_size"]
     assert app.slider(key="train_lenet_center_crop").value == pytest.approx(
         expected["preprocessing"]["center_crop"])
     assert app.number_input(key="train_lenet_time_budget_seconds").value == lenet.PLUS_TIME_BUDGET_SECONDS
@@ -111,6 +113,8 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         app.number_input(key="train_lenet_labels_per_class").set_value(2)
         app.slider(key="train_lenet_center_crop").set_value(0.9)
         app.number_input(key="train_lenet_time_budget_seconds").set_value(600)
+        # A transformer size without the transformer (the seed preset has none) is not sent.
+        app.number_input(key="train_lenet_spatial_transformer_size").set_value(24)
         app.button(key="train_lenet_start").click().run()
         assert not app.exception
         run_id = app.session_state["train_lenet_run_id"]
@@ -119,6 +123,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         assert config["conv_filters"] == [6, 16]
         assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
         assert config["time_budget_seconds"] == 600
+        assert config["spatial_transformer"] is False and config["spatial_transformer_size"] == 0
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)
     finally:

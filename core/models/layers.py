@@ -217,17 +217,31 @@ class AffineSampler(keras.layers.Layer):
     (whose TensorFlow kernel has no gradient for the transform), the gradient reaches ``theta``,
     so a localisation network in front of it learns where to look. Same output in training and
     inference, and no weights of its own.
+
+    Args:
+        output_size: side of the square output in pixels, or None for the input's own height
+            and width. A smaller output than input lets the warp zoom in on detail the input
+            has (e.g. a 48-pixel image sampled onto a 32-pixel canvas) instead of enlarging a
+            low-resolution image.
     """
+
+    def __init__(self, output_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if output_size is not None and (isinstance(output_size, bool) or int(output_size) != output_size
+                                        or int(output_size) < 1):
+            raise ValueError(f"output_size must be a positive int or None, received {output_size!r}")
+        self.output_size = None if output_size is None else int(output_size)
 
     def call(self, inputs):
         images, theta = inputs
         images = ops.cast(images, self.compute_dtype)
         height, width, channels = (int(side) for side in images.shape[1:])
+        out_height, out_width = (height, width) if self.output_size is None else (self.output_size,) * 2
         batch = ops.shape(images)[0]
         theta = ops.reshape(ops.cast(theta, "float32"), (batch, 2, 3))
-        points = sampling_points(height, width)
-        grid = ops.convert_to_tensor(np.concatenate([points, np.ones((1, height * width), np.float32)]))
-        source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, H*W), grid (3, H*W)
+        points = sampling_points(out_height, out_width)
+        grid = ops.convert_to_tensor(np.concatenate([points, np.ones((1, out_height * out_width), np.float32)]))
+        source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, h*w), grid (3, h*w)
         x = ops.clip((source[:, 0] + 1.0) * (0.5 * (width - 1)), 0.0, float(width - 1))
         y = ops.clip((source[:, 1] + 1.0) * (0.5 * (height - 1)), 0.0, float(height - 1))
         x0, y0 = ops.floor(x), ops.floor(y)
@@ -247,10 +261,17 @@ class AffineSampler(keras.layers.Layer):
         top = gather(y0, x0) * column(1.0 - weight_x) + gather(y0, x1) * column(weight_x)
         bottom = gather(y1, x0) * column(1.0 - weight_x) + gather(y1, x1) * column(weight_x)
         sampled = top * column(1.0 - weight_y) + bottom * column(weight_y)
-        return ops.reshape(sampled, (batch, height, width, channels))
+        return ops.reshape(sampled, (batch, out_height, out_width, channels))
 
     def compute_output_shape(self, input_shape):
-        return input_shape[0]
+        if self.output_size is None:
+            return input_shape[0]
+        return (input_shape[0][0], self.output_size, self.output_size, input_shape[0][-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config["output_size"] = self.output_size
+        return config
 
 
 class TrainingModeWrapper(keras.layers.Layer):

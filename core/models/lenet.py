@@ -78,6 +78,9 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 # so it is a different network and only an explicit "pool-first" asks for it.
 BLOCK_ORDERS = ("auto", "textbook", "pool-first")
 STN_UNITS = 64  # hidden units of the spatial transformer's localisation network
+# Bounds of ``spatial_transformer_size``, the side of the transformer's output (0: the input's).
+MIN_SPATIAL_TRANSFORMER_SIZE = 8
+MAX_SPATIAL_TRANSFORMER_SIZE = 256
 # Share of each side the seed preset keeps around the centre: GTSRB frames each sign with a
 # margin of about 10 % (the annotated sign box is 78 % of the image side, median).
 SEED_CENTER_CROP = 0.8
@@ -114,6 +117,7 @@ PRESETS: dict[str, dict] = {
         "label_smoothing": 0.0,
         "mirror_signs": False,
         "spatial_transformer": False,
+        "spatial_transformer_size": 0,
         "committee_size": 1,
         "block_order": "auto",
         "time_budget_seconds": 0,
@@ -143,6 +147,7 @@ PRESETS: dict[str, dict] = {
         "label_smoothing": 0.0,
         "mirror_signs": False,
         "spatial_transformer": False,
+        "spatial_transformer_size": 0,
         "committee_size": 1,
         "block_order": "auto",
         "time_budget_seconds": 0,
@@ -172,6 +177,7 @@ PRESETS: dict[str, dict] = {
         "label_smoothing": 0.0,
         "mirror_signs": False,
         "spatial_transformer": True,
+        "spatial_transformer_size": 0,
         "committee_size": 1,
         "block_order": "auto",
         "time_budget_seconds": PLUS_TIME_BUDGET_SECONDS,
@@ -231,6 +237,10 @@ FIELD_HELP = {
     "spatial_transformer": "Puts a spatial transformer in front of the network: a small network "
                            "that learns to centre, scale and straighten each image before it is "
                            "classified (Jaderberg et al. 2015).",
+    "spatial_transformer_size": "Side in pixels of the spatial transformer's output, which the conv "
+                                "layers see (0 = the input's size). Smaller than the image size, "
+                                "the transformer zooms in on finer detail instead of enlarging "
+                                "a coarse image; needs the spatial transformer.",
     "committee_size": "Networks trained side by side whose averaged vote is the answer (1 = a "
                       "single network). Each member costs one network's training and inference time.",
     "label_smoothing": "Share of each training target spread over all classes (0 = off). 0.1 "
@@ -284,6 +294,17 @@ def check_block_order(block_order: str, pooling: str) -> None:
                          f"with the activation), received pooling {pooling!r}")
 
 
+def check_spatial_transformer_size(size, spatial_transformer: bool) -> None:
+    """Checks ``spatial_transformer_size``: an int >= 0, and 0 unless there is a transformer."""
+    if isinstance(size, bool) or not isinstance(size, int) or not (
+            size == 0 or MIN_SPATIAL_TRANSFORMER_SIZE <= size <= MAX_SPATIAL_TRANSFORMER_SIZE):
+        raise ValueError(f"spatial_transformer_size must be 0 (the input's size) or an int in "
+                         f"{MIN_SPATIAL_TRANSFORMER_SIZE}..{MAX_SPATIAL_TRANSFORMER_SIZE}, received {size!r}")
+    if size and not spatial_transformer:
+        raise ValueError("spatial_transformer_size needs spatial_transformer=true (it is the size of "
+                         f"the transformer's output), received spatial_transformer_size={size}")
+
+
 def build_lenet(
     num_classes: int = NUM_CLASSES,
     input_shape: tuple[int, int, int] = (32, 32, 3),
@@ -300,6 +321,7 @@ def build_lenet(
     augmentation=None,
     random_blur: float = 0.0,
     spatial_transformer: bool = False,
+    spatial_transformer_size: int = 0,
     block_order: str = "auto",
     seed: int | None = None,
     name: str = "lenet5",
@@ -329,6 +351,9 @@ def build_lenet(
         random_blur: share of training images blurred (``RandomGaussianBlur``), 0 for none.
         spatial_transformer: put a spatial transformer (``_spatial_transformer``) after the
             rescaling, which learns one affine warp per image that centres and straightens it.
+        spatial_transformer_size: side in pixels of the transformer's output, which the conv
+            stages see; 0 keeps the input's size. Smaller than the input, the transformer
+            samples its zoom from the finer input instead of enlarging a coarse one.
         block_order: "auto", "textbook" or "pool-first" (see ``BLOCK_ORDERS``). "auto" pools
             first where that computes the same function (max pooling without batch norm) and
             is faster; "pool-first" needs max pooling.
@@ -356,6 +381,7 @@ def build_lenet(
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, received {padding!r}")
     check_block_order(block_order, pooling)
+    check_spatial_transformer_size(spatial_transformer_size, spatial_transformer)
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), received {dropout!r}")
     conv_filters = [int(filters) for filters in conv_filters]
@@ -375,7 +401,7 @@ def build_lenet(
     # Zero-centred inputs in [-1, 1], as the study's (pixel - 128) / 128 normalisation.
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(x)
     if spatial_transformer:
-        x = _spatial_transformer(x, activation)
+        x = _spatial_transformer(x, activation, int(spatial_transformer_size) or None)
     stage_outputs = []
     for index, (filters, size) in enumerate(zip(conv_filters, kernel_sizes), start=1):
         x = keras.layers.Conv2D(filters, size, padding=padding, use_bias=not batch_norm,
@@ -410,7 +436,7 @@ def build_lenet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def _spatial_transformer(images, activation: str):
+def _spatial_transformer(images, activation: str, output_size: int | None = None):
     """A spatial transformer front-end (Jaderberg et al. 2015) on a ``build_lenet`` graph.
 
     A small localisation network (``stn_*`` layers: three 2×2 poolings around two "same"
@@ -419,7 +445,7 @@ def _spatial_transformer(images, activation: str):
     and the identity bias, so training starts from the unwarped images.
 
     Returns:
-        The warped images, same shape as ``images``.
+        The warped images: ``output_size`` pixels a side, or the shape of ``images`` for None.
     """
     import keras
 
@@ -436,7 +462,7 @@ def _spatial_transformer(images, activation: str):
         6, kernel_initializer="zeros",
         bias_initializer=keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
         name="stn_theta")(x)
-    return AffineSampler(name="stn_sampler")([images, theta])
+    return AffineSampler(output_size=output_size, name="stn_sampler")([images, theta])
 
 
 def build_from_config(config: dict, num_classes: int, input_shape, augmentation=None,
@@ -450,6 +476,7 @@ def build_from_config(config: dict, num_classes: int, input_shape, augmentation=
         dense_units=config["dense_units"], dropout=config["dropout"],
         augmentation=augmentation, random_blur=config["random_blur"],
         spatial_transformer=config.get("spatial_transformer", False),
+        spatial_transformer_size=config.get("spatial_transformer_size", 0),
         block_order=config.get("block_order", "auto"), seed=config.get("seed"),
         name=name or f"lenet5_{config.get('preset', 'custom')}",
     )

@@ -7,7 +7,9 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   (constant | cosine | step), ``momentum``;
 * the architecture: ``conv_filters``, ``kernel_size``, ``padding``, ``activation``, ``pooling``,
   ``batch_norm``, ``multi_scale``, ``dense_units``, ``dropout``, ``random_blur``, ``block_order``
-  (auto | textbook | pool-first: where each conv stage pools, ``lenet.BLOCK_ORDERS``);
+  (auto | textbook | pool-first: where each conv stage pools, ``lenet.BLOCK_ORDERS``),
+  ``spatial_transformer`` and ``spatial_transformer_size`` (the side of the transformer's
+  output, which the conv stages see; 0 = the image size);
 * ``preprocessing`` and ``augmentation``: specs of ``core.datasets.preprocess`` (merged key by key
   over the preset's); a top-level ``image_size`` sets ``preprocessing.image_size``;
 * data size (None = all): ``labels_per_class`` (training images per class), ``train_size`` and
@@ -135,6 +137,8 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     check_choice(resolved, "pooling", lenet.POOLINGS)
     check_choice(resolved, "padding", lenet.PADDINGS)
     lenet.check_block_order(resolved["block_order"], resolved["pooling"])
+    lenet.check_spatial_transformer_size(resolved["spatial_transformer_size"],
+                                         resolved["spatial_transformer"] is True)
     resolved["distribute"] = resolved.get("distribute") or "none"
     check_choice(resolved, "distribute", DISTRIBUTE_OPTIONS)
     check_number(resolved, "learning_rate", 1e-8, 10.0)
@@ -187,8 +191,9 @@ def _record_generator_version(resolved: dict) -> None:
 
 
 def _check_fits(config: dict) -> None:
-    """Checks that the conv stages leave at least one pixel for the image size."""
-    side = config["preprocessing"]["image_size"]
+    """Checks that the conv stages leave at least one pixel for the size they see (the image's,
+    or the spatial transformer's output)."""
+    side = config.get("spatial_transformer_size") or config["preprocessing"]["image_size"]
     kernels = config["kernel_size"]
     kernels = kernels if isinstance(kernels, list) else [kernels] * len(config["conv_filters"])
     for stage, kernel in enumerate(kernels, start=1):
@@ -197,7 +202,8 @@ def _check_fits(config: dict) -> None:
         side //= 2
         if side < 1:
             raise ValueError(
-                f"image_size {config['preprocessing']['image_size']} is too small for "
+                f"image_size {config['preprocessing']['image_size']} (spatial_transformer_size "
+                f"{config.get('spatial_transformer_size') or 0}) is too small for "
                 f"{len(kernels)} conv stages with kernel sizes {kernels} (stage {stage} has no "
                 "pixels left); use a larger image_size, padding 'same' or fewer stages"
             )

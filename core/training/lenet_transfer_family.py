@@ -121,7 +121,12 @@ def _resolve(config: dict, runs_root) -> dict:
                          "train for set epochs); received time_budget_seconds="
                          f"{lenet_part['time_budget_seconds']!r}")
     lenet_part["preset"] = extra.pop("preset")
+    if lenet_part.get("spatial_transformer_size"):
+        raise ValueError(f"{MODEL_NAME} networks have no spatial transformer, so no "
+                         "spatial_transformer_size; received spatial_transformer_size="
+                         f"{lenet_part['spatial_transformer_size']!r}")
     lenet_part["spatial_transformer"] = False  # also when the preset (plus) has one
+    lenet_part["spatial_transformer_size"] = 0  # likewise
     lenet_part["time_budget_seconds"] = 0  # likewise
     lenet_part["dataset"] = extra["dataset"]
     resolved = lenet_family.resolve_config({**lenet_part, "model": lenet_family.MODEL_NAME})
