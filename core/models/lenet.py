@@ -30,8 +30,8 @@ Presets (``PRESETS``):
   predicts one affine warp per image, ``AffineSampler`` resamples it; it learns to zoom in on the
   sign), three conv stages 24/48/96 with batch norm, multi-scale features (Sermanet & LeCun
   2011: pooled stage-1 and stage-2 maps feed the classifier beside stage 3), jitter augmentation
-  (rotation ±15°, shift and zoom 0.1 in one ``RandomAffine`` resampling, brightness), Adam with
-  cosine decay over 20 epochs, within a time budget (``PLUS_TIME_BUDGET_SECONDS``: on a slow
+  (rotation ±15°, shift and zoom 0.1 in one ``RandomAffine`` resampling, brightness), label
+  smoothing 0.1 (``PLUS_LABEL_SMOOTHING``), Adam with cosine decay over 20 epochs, within a time budget (``PLUS_TIME_BUDGET_SECONDS``: on a slow
   machine the run ends after fewer epochs, its cosine shortened to match). One network, plain
   single-pass inference. The spatial
   transformer moved validation from 98.51 % (seed 0; 98.5–99.3 % over initial weights) to
@@ -39,8 +39,10 @@ Presets (``PRESETS``):
   over budget). Measured and not kept (README): ``mirror_signs`` with 16 epochs (validation
   99.02 %, test sample 98.0 %), stages 32/64/128 (99.00 % / 99.0 %, 975 s) and ``block_order``
   "pool-first" (99.25 % / 99.0 %, 672 s; its steps are 15 % faster, but seed 0 of the preset
-  measured 99.44 % / 99.0 %).
-* ``committee``: ``COMMITTEE_MEMBERS`` plus networks trained side by side (each with its own
+  measured 99.44 % / 99.0 %), and 48-pixel images sampled by the transformer onto a 32-pixel
+  canvas (``image_size`` 48, ``spatial_transformer_size`` 32: 99.30 % / 98.0 %, 804 s).
+* ``committee``: ``COMMITTEE_MEMBERS`` plus networks (without the plus's label smoothing, as
+  measured) trained side by side (each with its own
   initial weights, augmentation draws and dropout) whose averaged probabilities are the answer
   (``build_committee``). It costs that many times the plus's training and inference time, and is
   reported apart from the single networks.
@@ -93,6 +95,11 @@ CENTER_CROP_DATASETS = ("gtsrb",)
 # the rest of the 900 s covers starting Python and TensorFlow and scoring the final model.
 # Its 20 epochs took 628-865 s here, so the budget only binds on a slower or busier machine.
 PLUS_TIME_BUDGET_SECONDS = 850
+# The plus preset's label smoothing (round 31). Seeds 0 / 1 measured 99.60 / 99.39 % on the
+# validation split against 99.42 / 99.28 % without (+0.14 points on average, about one seed's own
+# run-to-run spread), and 99.5 / 99.0 % on the 200-image test sample against 99.0 / 99.5 %.
+# The committee keeps 0, as measured; lenet5-transfer runs (few-shot) keep 0 unless asked.
+PLUS_LABEL_SMOOTHING = 0.1
 
 PRESETS: dict[str, dict] = {
     "seed": {
@@ -174,7 +181,7 @@ PRESETS: dict[str, dict] = {
         "random_blur": 0.0,
         "epoch_repeats": 1,
         "weight_averaging": 0.0,
-        "label_smoothing": 0.0,
+        "label_smoothing": PLUS_LABEL_SMOOTHING,
         "mirror_signs": False,
         "spatial_transformer": True,
         "spatial_transformer_size": 0,
@@ -190,8 +197,9 @@ PRESETS: dict[str, dict] = {
 # The committee: COMMITTEE_MEMBERS plus networks trained side by side, voting by averaging.
 COMMITTEE_MEMBERS = 3
 # It takes several times the plus's time, so it has no time budget.
+# Its label smoothing stays 0: the committee was measured so (README), before the plus took 0.1.
 PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS,
-                        "time_budget_seconds": 0}
+                        "time_budget_seconds": 0, "label_smoothing": 0.0}
 
 # What each setting means (the train page shows these as help texts).
 FIELD_HELP = {
