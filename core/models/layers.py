@@ -240,7 +240,8 @@ class AffineSampler(keras.layers.Layer):
         batch = ops.shape(images)[0]
         theta = ops.reshape(ops.cast(theta, "float32"), (batch, 2, 3))
         points = sampling_points(out_height, out_width)
-        grid = ops.convert_to_tensor(np.concatenate([points, np.ones((1, out_height * out_width), np.float32)]))
+        ones = np.ones((1, out_height * out_width), np.float32)
+        grid = ops.convert_to_tensor(np.concatenate([points, ones]))
         source = ops.einsum("bij,jn->bin", theta, grid)  # (batch, 2, h*w), grid (3, h*w)
         x = ops.clip((source[:, 0] + 1.0) * (0.5 * (width - 1)), 0.0, float(width - 1))
         y = ops.clip((source[:, 1] + 1.0) * (0.5 * (height - 1)), 0.0, float(height - 1))
