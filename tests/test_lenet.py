@@ -121,6 +121,65 @@ def test_random_blur_blurs_only_in_training_and_survives_safe_mode_saving(tmp_pa
         RandomGaussianBlur(kernel_size=4)
 
 
+def test_resize_matrices_match_opencv_area_shrink_and_linear_enlarge():
+    import cv2
+
+    from core.models.layers import area_shrink_matrix, linear_enlarge_matrix
+
+    signal = np.random.default_rng(1).uniform(0, 255, (1, 32)).astype(np.float32)
+    for size in (1, 7, 16, 21, 27, 31, 32):
+        shrunk = cv2.resize(signal, (size, 1), interpolation=cv2.INTER_AREA)[0]
+        np.testing.assert_allclose(area_shrink_matrix(32, size) @ signal[0], shrunk, atol=1e-3)
+        small = signal[:, :size].copy()
+        enlarged = cv2.resize(small, (32, 1), interpolation=cv2.INTER_LINEAR)[0]
+        np.testing.assert_allclose(linear_enlarge_matrix(size, 32) @ small[0], enlarged, atol=1e-3)
+    with pytest.raises(ValueError, match=r"target must be in \[1, 32\], received 33"):
+        area_shrink_matrix(32, 33)
+
+
+def test_random_low_resolution_matches_an_opencv_shrink_and_enlarge_and_survives_saving(tmp_path):
+    import cv2
+    import keras
+
+    from core.models import register_custom_layers
+
+    register_custom_layers()
+    from core.models.layers import RandomLowResolution
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (64, 32, 32, 1)).astype("float32")
+    layer = RandomLowResolution(probability=1.0, min_scale=0.5, levels=4, seed=3)
+    assert layer.sizes(32) == [16, 21, 27, 31]
+    assert RandomLowResolution(min_scale=0.9, levels=3).sizes(8) == [7, 7, 7]
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    coarse = keras.ops.convert_to_numpy(layer(images, training=True))
+    # Every image is what OpenCV gives for one of the sizes (the data pipeline's own resizes).
+    candidates = [np.stack([cv2.resize(cv2.resize(image[..., 0], (size, size), interpolation=cv2.INTER_AREA),
+                                       (32, 32), interpolation=cv2.INTER_LINEAR) for image in images])
+                  for size in layer.sizes(32)]
+    matches = [[np.allclose(coarse[index, ..., 0], candidate[index], atol=1e-2) for candidate in candidates]
+               for index in range(len(images))]
+    assert all(sum(row) == 1 for row in matches)
+    assert {row.index(True) for row in matches} == {0, 1, 2, 3}  # 64 draws reach every size
+    # Shrinking removes fine detail: the pixel-to-pixel differences of noise shrink a lot.
+    assert np.abs(np.diff(coarse, axis=2)).mean() < 0.7 * np.abs(np.diff(images, axis=2)).mean()
+    half = keras.ops.convert_to_numpy(RandomLowResolution(probability=0.5, seed=3)(images, training=True))
+    unchanged = [np.array_equal(half[index], images[index]) for index in range(len(images))]
+    assert 16 <= sum(unchanged) <= 48
+    wide = rng.uniform(0, 255, (8, 12, 20, 3)).astype("float32")  # not square, 3 channels
+    assert keras.ops.convert_to_numpy(layer(wide, training=True)).shape == wide.shape
+    model = keras.Sequential([keras.Input((32, 32, 1)), RandomLowResolution(0.25, name="coarse")])
+    model.save(tmp_path / "coarse.keras")
+    loaded = keras.saving.load_model(tmp_path / "coarse.keras", safe_mode=True)
+    assert (loaded.get_layer("coarse").probability, loaded.get_layer("coarse").levels) == (0.25, 4)
+    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\), received 0"):
+        RandomLowResolution(min_scale=0)
+    with pytest.raises(ValueError, match="levels must be an integer >= 1, received 0"):
+        RandomLowResolution(levels=0)
+    with pytest.raises(ValueError, match=r"probability must be a number in \[0.0, 1.0\], received 1.5"):
+        RandomLowResolution(probability=1.5)
+
+
 def test_the_seed_crop_applies_to_gtsrb_unless_a_config_says_otherwise():
     def crop(**config):
         return lenet_family.resolve_config({"model": "lenet5", "preset": "seed", **config})[

@@ -72,6 +72,7 @@ def test_form_starts_from_the_seed_preset_and_explains_every_field(isolated_root
     assert app.slider(key="train_lenet_dropout").value == pytest.approx(0.3)
     assert app.text_input(key="train_lenet_conv_filters").value == "6, 16"
     assert app.text_input(key="train_lenet_dense_units").value == "120, 84"
+    assert app.slider(key="train_lenet_low_resolution").value == pytest.approx(lenet.SEED_LOW_RESOLUTION)
     # No GTSRB in the empty data root: synthetic signs with a note.
     assert app.selectbox(key="train_lenet_dataset").options == ["Synthetic signs (SYNTHETIC, generated)"]
     assert any("GTSRB is not installed" in caption.value for caption in app.caption)
@@ -97,6 +98,7 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.slider(key="train_lenet_center_crop").value == pytest.approx(
         expected["preprocessing"]["center_crop"])
     assert app.number_input(key="train_lenet_time_budget_seconds").value == lenet.PLUS_TIME_BUDGET_SECONDS
+    assert app.slider(key="train_lenet_low_resolution").value == 0.0
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
     assert app.number_input(key="train_lenet_time_budget_seconds").value == 0
@@ -115,6 +117,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         app.number_input(key="train_lenet_time_budget_seconds").set_value(600)
         # A transformer size without the transformer (the seed preset has none) is not sent.
         app.number_input(key="train_lenet_spatial_transformer_size").set_value(24)
+        app.slider(key="train_lenet_low_resolution").set_value(0.35)
         app.button(key="train_lenet_start").click().run()
         assert not app.exception
         run_id = app.session_state["train_lenet_run_id"]
@@ -124,6 +127,8 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
         assert config["time_budget_seconds"] == 600
         assert config["spatial_transformer"] is False and config["spatial_transformer_size"] == 0
+        assert config["augmentation"]["low_resolution"] == pytest.approx(0.35)
+        assert config["augmentation"]["rotation_degrees"] == 10.0
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)
     finally:

@@ -39,6 +39,9 @@ key                    meaning                                                  
 ``perspective``        random perspective tilt of the corners, in [0, 0.4]         ``0``
 ``brightness``         random brightness change, fraction of the range, [0, 1]      ``0``
 ``contrast``           random contrast change, fraction in [0, 1]                   ``0``
+``low_resolution``     share of images shrunk to between half their side and one     ``0``
+                       pixel less, then enlarged back: the detail of a smaller photo
+                       (``core.models.layers.RandomLowResolution``), in [0, 1]
 ``flip``               ``"none"``, ``"horizontal"``, ``"vertical"``,                 ``"none"``
                        ``"horizontal_and_vertical"``
 ``fill_mode``          how the geometric warps fill new pixels: ``"nearest"``,      ``"nearest"``
@@ -76,6 +79,7 @@ DEFAULT_AUGMENTATION = {
     "perspective": 0.0,
     "brightness": 0.0,
     "contrast": 0.0,
+    "low_resolution": 0.0,
     "flip": "none",
     "fill_mode": "nearest",
     "seed": None,
@@ -195,7 +199,7 @@ def resolve_augmentation(spec: dict | None = None) -> dict:
     resolved = {key: spec.get(key, default) for key, default in DEFAULT_AUGMENTATION.items()}
     for key, upper in (("rotation_degrees", 180.0), ("shift", 0.99), ("zoom", 0.99),
                        ("shear_degrees", 60.0), ("perspective", 0.4), ("brightness", 1.0),
-                       ("contrast", 1.0)):
+                       ("contrast", 1.0), ("low_resolution", 1.0)):
         resolved[key] = number_in_range(f"augmentation {key}", resolved[key], 0, upper)
     flip = resolved["flip"]
     if flip in (None, False):
@@ -346,12 +350,12 @@ def build_augmentation(spec: dict | None = None, name: str = "augmentation"):
     Returns:
         A ``keras.Sequential`` holding, in order, ``random_affine`` (one warp for rotation,
         shift, zoom, shear and perspective: ``core.models.layers.RandomAffine``),
-        ``random_brightness``, ``random_contrast``, ``random_flip`` (only the ones the spec
-        enables).
+        ``random_low_resolution``, ``random_brightness``, ``random_contrast``, ``random_flip``
+        (only the ones the spec enables).
     """
     import keras  # imported here: ``core.datasets`` must stay cheap to import
 
-    from core.models.layers import RandomAffine
+    from core.models.layers import RandomAffine, RandomLowResolution
 
     spec = resolve_augmentation(spec)
     seed = spec["seed"]
@@ -360,6 +364,9 @@ def build_augmentation(spec: dict | None = None, name: str = "augmentation"):
     if any(value > 0 for value in geometry.values()):
         layers.append(RandomAffine(**geometry, fill_mode=spec["fill_mode"], seed=seed,
                                    name="random_affine"))
+    if spec["low_resolution"] > 0:
+        layers.append(RandomLowResolution(spec["low_resolution"], seed=seed,
+                                          name="random_low_resolution"))
     if spec["brightness"] > 0:
         layers.append(keras.layers.RandomBrightness(
             spec["brightness"], value_range=(0, 255), seed=seed, name="random_brightness"))

@@ -82,6 +82,127 @@ class RandomGaussianBlur(keras.layers.Layer):
         return config
 
 
+def area_shrink_matrix(size: int, target: int) -> np.ndarray:
+    """The 1-D area-averaging resize from ``size`` to ``target`` samples (``target`` <= ``size``).
+
+    Output sample j averages the input over [j * size / target, (j + 1) * size / target),
+    each input sample weighted by its overlap, as OpenCV's ``INTER_AREA`` shrinks an image.
+
+    Returns:
+        float32 (target, size): multiplying a column of ``size`` samples gives ``target``.
+    """
+    if not 1 <= int(target) <= int(size):
+        raise ValueError(f"target must be in [1, {size}], received {target!r}")
+    step = size / target
+    matrix = np.zeros((target, size), np.float64)
+    for row in range(target):
+        low, high = row * step, (row + 1) * step
+        for column in range(int(math.floor(low)), min(size, int(math.ceil(high)))):
+            matrix[row, column] = max(0.0, min(high, column + 1) - max(low, column)) / step
+    return matrix.astype(np.float32)
+
+
+def linear_enlarge_matrix(size: int, target: int) -> np.ndarray:
+    """The 1-D linear-interpolation resize from ``size`` to ``target`` samples.
+
+    Pixel centres are aligned (output sample i reads input position (i + 0.5) * size / target
+    - 0.5, clamped to the edge samples), as OpenCV's ``INTER_LINEAR`` resizes.
+
+    Returns:
+        float32 (target, size).
+    """
+    matrix = np.zeros((int(target), int(size)), np.float64)
+    for row in range(int(target)):
+        position = min(max((row + 0.5) * size / target - 0.5, 0.0), size - 1.0)
+        left = int(math.floor(position))
+        right = min(left + 1, size - 1)
+        fraction = position - left
+        matrix[row, left] += 1.0 - fraction
+        matrix[row, right] += fraction
+    return matrix.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomLowResolution(keras.layers.Layer):
+    """Makes a random share of the images look photographed from further away, in training only.
+
+    A chosen image is shrunk to a smaller side by area averaging (as a small photo's pixels
+    average the scene) and enlarged back by linear interpolation, as the preprocessing enlarges
+    a small photo (OpenCV's ``INTER_AREA`` and ``INTER_LINEAR``, ``core.datasets.base.
+    resize_square``): it keeps the detail of a photo that many pixels wide. The smaller side is
+    one of ``levels`` sizes evenly spaced from ``min_scale`` of the side to one pixel less than
+    the side, drawn uniformly per image. Both resizes are linear, so each size is one matrix
+    per axis, and a batch costs two batched matrix products (cheaper than resizing it to
+    every size). At inference (``training=False``) images pass through unchanged.
+
+    Args:
+        probability: share of images made coarser in each batch, in [0, 1].
+        min_scale: smallest fraction of the side, in (0, 1).
+        levels: number of sizes to draw from, 1 or more.
+        seed: seed of the random draws, or None.
+    """
+
+    def __init__(self, probability: float = 0.25, min_scale: float = 0.5, levels: int = 4,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.probability = number_in_range("probability", probability, 0.0, 1.0)
+        self.min_scale = number_in_range("min_scale", min_scale, 0.0, 1.0, high_open=True)
+        if self.min_scale == 0.0:
+            raise ValueError(f"min_scale must be in (0, 1), received {min_scale!r}")
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+            raise ValueError(f"levels must be an integer >= 1, received {levels!r}")
+        self.levels = int(levels)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def sizes(self, side: int) -> list[int]:
+        """The sides an image of side ``side`` may be shrunk to, one per level, smallest first."""
+        largest = (self.levels - 1) or 1
+        scales = [self.min_scale + (1.0 - self.min_scale) * level / largest
+                  for level in range(self.levels)]
+        return [min(max(1, round(side * scale)), max(1, side - 1)) for scale in scales]
+
+    def operators(self, side: int) -> np.ndarray:
+        """The identity, then one shrink-and-enlarge matrix per size of ``sizes(side)``.
+
+        Returns:
+            float32 (1 + len(sizes), side, side).
+        """
+        matrices = [np.eye(side, dtype=np.float32)]
+        for size in self.sizes(side):
+            matrices.append(linear_enlarge_matrix(size, side) @ area_shrink_matrix(side, size))
+        return np.stack(matrices)
+
+    def call(self, inputs, training=None):
+        if not training or self.probability == 0.0:
+            return inputs
+        inputs = ops.cast(inputs, self.compute_dtype)
+        height, width = int(inputs.shape[1]), int(inputs.shape[2])
+        if height < 2 or width < 2:
+            return inputs
+        rows = ops.convert_to_tensor(self.operators(height), dtype=self.compute_dtype)
+        columns = ops.convert_to_tensor(self.operators(width), dtype=self.compute_dtype)
+        draws = keras.random.uniform((ops.shape(inputs)[0], 2), seed=self.seed_generator)
+        level = ops.minimum(ops.cast(draws[:, 1] * self.levels, "int32"), self.levels - 1) + 1
+        choice = ops.where(ops.less(draws[:, 0], self.probability), level, ops.zeros_like(level))
+        # Channels first, so each image's matrices multiply all its channels: R · X · Cᵀ.
+        outputs = ops.matmul(ops.expand_dims(ops.take(rows, choice, axis=0), 1),
+                             ops.transpose(inputs, (0, 3, 1, 2)))
+        columns_transposed = ops.swapaxes(ops.take(columns, choice, axis=0), 1, 2)
+        outputs = ops.matmul(outputs, ops.expand_dims(columns_transposed, 1))
+        return ops.transpose(outputs, (0, 2, 3, 1))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(probability=self.probability, min_scale=self.min_scale, levels=self.levels,
+                      seed=self.seed)
+        return config
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class RandomAffine(keras.layers.Layer):
     """One random geometric warp per image (rotation, shift, zoom, shear, perspective), in training only.
