@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 
 ARM_OPTION = "--arm"
 PLAIN_KERNELS = ("default", "onednn")
+CPUINFO = "/proc/cpuinfo"
 
 
 def add_arm_options(parser: argparse.ArgumentParser, arms: tuple[str, ...]) -> None:
@@ -63,8 +65,28 @@ def run_arm(script: str, arm: str, argv: list[str], *, onednn: bool) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """This machine's CPU model as /proc/cpuinfo names it, with the core count.
+
+    TensorFlow turns oneDNN on by itself on some CPUs and not on others, so a speed-up is only
+    meaningful with the CPU it was measured on.
+    """
+    name = platform.processor() or "unknown CPU"
+    try:
+        with open(CPUINFO, encoding="utf-8") as stream:
+            for line in stream:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    name = value.strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def report_speedup(speedup: float, target: float) -> int:
     """Prints the plain/job speed-up against its target; returns the exit status (1 if missed)."""
+    print(f"CPU: {cpu_model()}")
     print(f"speed-up plain/job = {speedup:.2f} (target >= {target})")
     if speedup >= target:
         return 0
