@@ -7,6 +7,7 @@ The synthetic images are generated once per test session into a shared data root
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,29 +24,52 @@ TINY_JOB = {
 # About 0.3 s per epoch: long enough to be caught mid-training, cut short by the tests.
 LONG_JOB = dict(TINY_JOB, epochs=200, labels_per_class=10)
 WAIT_SECONDS = 120
+# The synthetic-signs data root: the marker of a finished generation, and how long an xdist worker
+# waits for another one to finish generating it.
+SYNTHETIC_MARKER = ".generated"
+SYNTHETIC_LOCK_SECONDS = 900
+
+
+def _generate_synthetic_signs(root: Path) -> None:
+    """Generates the synthetic-signs cache (every split) into the data root ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("TLLAB_DATA_DIR")
+    os.environ["TLLAB_DATA_DIR"] = str(root)
+    try:
+        from core import datasets
+
+        for split in ("train", "val", "test"):
+            datasets.load("synthetic-signs", split)
+    finally:
+        if previous is None:
+            os.environ.pop("TLLAB_DATA_DIR", None)
+        else:
+            os.environ["TLLAB_DATA_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
 def synthetic_data_root(tmp_path_factory) -> Path:
-    """A data root holding the synthetic-signs cache, generated once per session (about 20 s)."""
-    root = tmp_path_factory.getbasetemp() / "shared-synthetic-data"
-    marker = root / ".generated"
-    if not marker.exists():
-        root.mkdir(exist_ok=True)
-        previous = os.environ.get("TLLAB_DATA_DIR")
-        os.environ["TLLAB_DATA_DIR"] = str(root)
-        try:
-            from core import datasets
+    """A data root holding the synthetic-signs cache, generated once per test session.
 
-            for split in ("train", "val", "test"):
-                datasets.load("synthetic-signs", split)
-        finally:
-            if previous is None:
-                os.environ.pop("TLLAB_DATA_DIR", None)
-            else:
-                os.environ["TLLAB_DATA_DIR"] = previous
-        marker.write_text("ok")
-    return root
+    Generating takes about 20 s on an idle core. Under pytest-xdist the workers share one
+    generation (the first to take the lock generates, in the folder above their own temp roots)
+    and each copies the result into its own root, so workers never write into each other's.
+    """
+    from core.files import file_lock
+
+    own_base = tmp_path_factory.getbasetemp()
+    shared_base = own_base.parent if os.environ.get("PYTEST_XDIST_WORKER") else own_base
+    shared = shared_base / "shared-synthetic-data"
+    with file_lock(shared_base / ".shared-synthetic-data.lock", timeout=SYNTHETIC_LOCK_SECONDS):
+        if not (shared / SYNTHETIC_MARKER).exists():
+            _generate_synthetic_signs(shared)
+            (shared / SYNTHETIC_MARKER).write_text("ok")
+    if shared_base == own_base:
+        return shared
+    own = own_base / "synthetic-data"
+    if not (own / SYNTHETIC_MARKER).exists():
+        shutil.copytree(shared, own, dirs_exist_ok=True)
+    return own
 
 
 @pytest.fixture
