@@ -67,6 +67,8 @@ def synthetic_data_root(tmp_path_factory) -> Path:
     if shared_base == own_base:
         return shared
     own = own_base / "synthetic-data"
+    # Several test modules import this fixture, and each import is a session fixture of its own,
+    # so one worker can get here more than once.
     if not (own / SYNTHETIC_MARKER).exists():
         shutil.copytree(shared, own, dirs_exist_ok=True)
     return own
