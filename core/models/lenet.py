@@ -29,7 +29,9 @@ Presets (``PRESETS``):
   95.5 % without, and 98.39 / 97.93 / 97.81 % on validation against 98.25 / 97.97 / 97.58 %;
   a share of 0.35 measured less (96.5 % and 97.82 % means).
   Tried and not kept (no gain on validation or the test sample): rotation ±15° with blur on
-  25 %, brightness and contrast jitter, and a second augmented pass per epoch.
+  25 %, brightness and contrast jitter, a second augmented pass per epoch, and (round 34)
+  label smoothing 0.1 (seeds 0 / 1 / 2: validation 98.62 / 98.16 / 97.44 %, test sample 96.5 /
+  97.0 / 97.5 %: the same means, 98.07 % and 97.0 %).
 * ``classic``: LeCun et al. 1998 in spirit, for teaching: grayscale input, tanh, average pooling,
   no dropout, no augmentation, SGD with momentum.
 * ``plus``: the best LeNet-sized network we could make for a 2-core CPU in under 15 minutes:
@@ -49,9 +51,10 @@ Presets (``PRESETS``):
   measured 99.44 % / 99.0 %), 48-pixel images sampled by the transformer onto a 32-pixel
   canvas (``image_size`` 48, ``spatial_transformer_size`` 32: 99.30 % / 98.0 %, 804 s),
   ``weight_averaging`` 0.999 (seeds 0 / 1: 99.56 / 99.16 %, test sample 99.0 / 99.0 %), colour
-  input (99.60 % / 99.5 %, but slower: the budget ended it after 17 of 20 epochs) and
+  input (99.60 % / 99.5 %, but slower: the budget ended it after 17 of 20 epochs),
   low-resolution copies of 25 % of the images (a first version of the layer: 99.49 % / 99.5 %,
-  18 epochs).
+  18 epochs) and (round 34) the seed preset's two blurs, on 10 % of the images each (99.46 % /
+  99.0 % against the preset's 99.65 % / 99.0 % on the same VM).
 * ``committee``: ``COMMITTEE_MEMBERS`` plus networks trained side by side (each with its own
   initial weights, augmentation draws and dropout; without the plus's label smoothing, as it was
   measured) whose averaged probabilities are the answer
@@ -112,6 +115,8 @@ PLUS_TIME_BUDGET_SECONDS = 850
 # The plus preset's label smoothing (round 31). Seeds 0 / 1 measured 99.60 / 99.39 % on the
 # validation split against 99.42 / 99.28 % without (+0.14 points on average, about one seed's own
 # run-to-run spread), and 99.5 / 99.0 % on the 200-image test sample against 99.0 / 99.5 %.
+# Round 34: 0.2 measured 99.65 / 99.46 % on validation (seeds 0 / 1, same VM as 0.1's 99.65 /
+# 99.67 %) and 99.5 / 99.0 % on the test sample (0.1: 99.0 / 99.0 %), so 0.1 stays.
 # The committee keeps 0, as measured; lenet5-transfer runs (few-shot) keep 0 unless asked.
 PLUS_LABEL_SMOOTHING = 0.1
 
