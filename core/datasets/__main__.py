@@ -79,8 +79,10 @@ def command_get(arguments) -> int:
     seconds = time.perf_counter() - started
     if line is not None:
         sys.stderr.write("\n")
+    # The log says "installed" before the progress file says done, so a page (or test) that
+    # sees "done" and reads the log finds the line.
+    print(f"{name}: installed in {seconds:.1f} s under {base.dataset_dir(name)}", flush=True)
     writer.finish(f"done in {seconds:.1f} s")
-    print(f"{name}: installed in {seconds:.1f} s under {base.dataset_dir(name)}")
     _print_info(name)
     return 0
 
