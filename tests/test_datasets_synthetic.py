@@ -19,6 +19,40 @@ def test_generation_is_deterministic_and_order_independent():
     assert not np.array_equal(alone, other_split)
 
 
+def test_child_processes_draw_exactly_what_one_process_draws():
+    classes = [0, 5, 14, 40, 42]
+    serial = synthetic_signs.generate(classes, 3, "val", 32)
+    parallel = synthetic_signs.generate_in_processes(classes, 3, "val", 32, processes=2)
+    np.testing.assert_array_equal(parallel[0], serial[0])
+    np.testing.assert_array_equal(parallel[1], serial[1])
+    assert parallel[1].dtype == serial[1].dtype == np.int64
+    assert parallel[2] == serial[2]
+    with pytest.raises(ValueError, match="processes must be a positive int, received 0"):
+        synthetic_signs.generate_in_processes(classes, 3, "val", 32, processes=0)
+    with pytest.raises(datasets.DatasetError, match="split must be one of"):
+        synthetic_signs.generate_in_processes(classes, 3, "valid", 32, processes=2)
+
+
+def test_large_splits_use_every_usable_core_and_small_ones_stay_in_process(monkeypatch):
+    monkeypatch.setattr(synthetic_signs, "usable_cores", lambda: 2)
+    assert synthetic_signs.generation_processes(synthetic_signs.PARALLEL_MIN_IMAGES - 1) == 1
+    assert synthetic_signs.generation_processes(43 * synthetic_signs.default_count("train")) == 2
+    monkeypatch.setattr(synthetic_signs, "usable_cores", lambda: 64)
+    assert synthetic_signs.generation_processes(10**6) == synthetic_signs.MAX_GENERATION_PROCESSES
+
+
+def test_a_failing_child_is_reported_and_a_missing_python_falls_back_to_this_process(monkeypatch):
+    classes = [3, 33]
+    serial = synthetic_signs.generate(classes, 2, "test", 32)
+    monkeypatch.setattr(synthetic_signs, "_CHILD_COMMAND", "import sys; sys.exit('no memory left')")
+    with pytest.raises(datasets.DatasetError, match=r"classes \[3\] failed \(exit code 1, 0 of 6,144 bytes\): no memory left"):
+        synthetic_signs.generate_in_processes(classes, 2, "test", 32, processes=2)
+    monkeypatch.setattr(synthetic_signs.sys, "executable", "/nonexistent/python3")
+    fallback = synthetic_signs.generate_in_processes(classes, 2, "test", 32, processes=2)
+    np.testing.assert_array_equal(fallback[0], serial[0])
+    assert fallback[2] == serial[2]
+
+
 def test_images_vary_and_classes_have_their_colours():
     images, labels, _ = synthetic_signs.generate(range(signs.NUM_CLASSES), 4, "train", 32)
     assert images.shape == (172, 32, 32, 3) and images.dtype == np.uint8
@@ -108,4 +142,4 @@ def test_zeros_are_plain_ovals_and_stroke_weights_vary():
 
 def test_generation_is_fast_enough_for_the_app():
     seconds = synthetic_signs.timed_generation(count_per_class=5)
-    assert seconds < 10  # 43 x 5 images; the default train split (43 x 600) takes ~20 s on one core
+    assert seconds < 10  # 43 x 5 images; the train split (43 x 600): 36 s in one process here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -226,12 +227,16 @@ def test_sweep_cli_queues_scratch_and_transfer_twins_under_one_budget(isolated_r
     weights = tmp_path / "mobilenet_small.weights.h5"
     keras.applications.MobileNet(input_shape=(224, 224, 3), alpha=0.25, include_top=False,
                                  weights=None).save_weights(weights)
-    completed = subprocess.run(
-        [sys.executable, "-m", "core.experiments", "sweep", "--model", "mobilenet", "--dataset",
-         "synthetic-signs", "--per-class", "10,3", "--weights", str(weights), "--epochs", "2",
-         "--image-size", "64", "--runs-dir", str(isolated_roots["runs"]), "--no-wait"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    # The test holds the only slot, so the four jobs stay queued: what is checked is what the CLI
+    # queued, and a job that started would draw 25,800 synthetic images at 64 px for nothing.
+    slot = jobs.try_acquire_slot(isolated_roots["runs"], max_jobs=1)
     try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "core.experiments", "sweep", "--model", "mobilenet", "--dataset",
+             "synthetic-signs", "--per-class", "10,3", "--weights", str(weights), "--epochs", "2",
+             "--image-size", "64", "--runs-dir", str(isolated_roots["runs"]), "--no-wait"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, TLLAB_MAX_CONCURRENT_JOBS="1"))
         assert completed.returncode == 0, completed.stderr[-2000:]
         folders = completed.stdout.strip().splitlines()
         configs = [runs.read_config(folder) for folder in folders]
@@ -240,11 +245,11 @@ def test_sweep_cli_queues_scratch_and_transfer_twins_under_one_budget(isolated_r
         assert {(config["epochs"], config["image_size"], config["sweep_id"]) for config in configs} == {
             (2, 64, configs[0]["sweep_id"])}
         assert {config["weights"] for config in configs} == {"none", str(weights.resolve())}
+        assert {runs.read_status(folder)["state"] for folder in folders} == {runs.QUEUED}
     finally:
-        from core import jobs
-
         for summary in runs.list_runs(isolated_roots["runs"]):
             jobs.cancel(summary.run_id, isolated_roots["runs"])
+        slot.release()
 
 
 def test_synthetic_only_needs_the_synthetic_source():

@@ -51,7 +51,7 @@ def _generate_synthetic_signs(root: Path) -> None:
 def synthetic_data_root(tmp_path_factory) -> Path:
     """A data root holding the synthetic-signs cache, generated once per test session.
 
-    Generating takes about 20 s on an idle core. Under pytest-xdist the workers share one
+    Generating takes about 23 s on 2 idle cores (one child process per core). Under pytest-xdist the workers share one
     generation (the first to take the lock generates, in the folder above their own temp roots)
     and each copies the result into its own root, so workers never write into each other's.
     """
