@@ -632,24 +632,24 @@ def generate_in_processes(class_ids, count_per_class: int, split: str = "train",
         return generate(class_ids, count_per_class, split, image_size)
     labels, file_names = _labels_and_names(class_ids, count_per_class, split)  # checks arguments
     chunks = [chunk.tolist() for chunk in np.array_split(np.array(class_ids), processes)]
+    environment = paths.with_repository_on_python_path(os.environ)
     children = []
-    try:
-        environment = paths.with_repository_on_python_path(os.environ)
-        for chunk in chunks:
-            command = [sys.executable, "-c", _CHILD_COMMAND, ",".join(map(str, chunk)),
-                       str(count_per_class), split, str(image_size)]
-            children.append(subprocess.Popen(command, cwd=paths.REPO_ROOT, env=environment,
-                                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE))
-    except OSError as error:
-        _stop(children)
-        logging.getLogger(__name__).warning(
-            "could not start %d processes to generate synthetic signs (%s); generating here",
-            processes, error)
-        return generate(class_ids, count_per_class, split, image_size)
-    images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
-    position = 0
-    try:
+    try:  # the finally clause kills the children on any error or interrupt
+        try:
+            for chunk in chunks:
+                command = [sys.executable, "-c", _CHILD_COMMAND, ",".join(map(str, chunk)),
+                           str(count_per_class), split, str(image_size)]
+                children.append(subprocess.Popen(command, cwd=paths.REPO_ROOT, env=environment,
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE))
+        except OSError as error:
+            logging.getLogger(__name__).warning(
+                "could not start %d processes to generate synthetic signs (%s); generating here",
+                processes, error)
+            _stop(children)
+            return generate(class_ids, count_per_class, split, image_size)
+        images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
+        position = 0
         for chunk, child in zip(chunks, children):
             output, errors = child.communicate()
             expected = len(chunk) * count_per_class * image_size * image_size * 3
