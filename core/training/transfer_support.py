@@ -87,8 +87,9 @@ def compile_classifier(model, optimizer) -> None:
     Keras would otherwise create them while tracing the first training step, as initialisers
     lifted out of the graph. For a MobileNetV2 trained from scratch (alpha 0.35 at 32 px, Adam,
     2 cores) the first ``fit`` of 10 steps took 36-37 s that way and 22-25 s this way; a fit of
-    2 x 2 steps, 29-30 s and 24-28 s. The weights it trains are the same to the last bit. Call it where ``model.compile`` would be called: inside
-    the distribution strategy's scope, after setting which layers train.
+    2 x 2 steps, 29-30 s and 24-28 s. The weights it trains are the same to the last bit.
+    Call it where ``model.compile`` would be called: inside the distribution strategy's scope,
+    after setting which layers train.
 
     Args:
         model: a built Keras model.
