@@ -230,6 +230,7 @@ def test_sweep_cli_queues_scratch_and_transfer_twins_under_one_budget(isolated_r
     # The test holds the only slot, so the four jobs stay queued: what is checked is what the CLI
     # queued, and a job that started would draw 25,800 synthetic images at 64 px for nothing.
     slot = jobs.try_acquire_slot(isolated_roots["runs"], max_jobs=1)
+    assert slot is not None  # a fresh runs root: nobody else holds it
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "core.experiments", "sweep", "--model", "mobilenet", "--dataset",
