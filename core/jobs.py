@@ -206,9 +206,13 @@ def create_job(config: dict, runs_root=None, backend: str = job_backends.LOCAL) 
 
 def worker_environment(runs_root=None) -> dict:
     """The environment for a worker: this one plus absolute ``TLLAB_*`` roots."""
-    environment_vars = paths.with_repository_on_python_path(os.environ)
+    environment_vars = dict(os.environ)
     environment_vars[paths.RUNS_DIR_ENV] = str(paths.runs_dir(runs_root))
     environment_vars[paths.DATA_DIR_ENV] = str(paths.data_dir())
+    python_path = environment_vars.get("PYTHONPATH", "")
+    repo = str(paths.REPO_ROOT)
+    if repo not in python_path.split(os.pathsep):
+        environment_vars["PYTHONPATH"] = os.pathsep.join(p for p in (repo, python_path) if p)
     environment_vars.setdefault("PYTHONUNBUFFERED", "1")
     environment_vars.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environment.prefer_onednn_kernels(environment_vars)

@@ -19,17 +19,6 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 
 
-def with_repository_on_python_path(environment: dict) -> dict:
-    """A copy of ``environment`` whose ``PYTHONPATH`` holds the repository, so that a child
-    ``python`` started anywhere imports ``core``."""
-    environment = dict(environment)
-    python_path = environment.get("PYTHONPATH", "")
-    repository = str(REPO_ROOT)
-    if repository not in python_path.split(os.pathsep):
-        environment["PYTHONPATH"] = os.pathsep.join(part for part in (repository, python_path) if part)
-    return environment
-
-
 def data_dir() -> Path:
     """Returns the data root (``$TLLAB_DATA_DIR`` or ``data/``), creating it if needed."""
     path = Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()

@@ -559,7 +559,7 @@ def generate(class_ids, count_per_class: int, split: str = "train", image_size: 
         like ``synthetic_train_c05_i0007``.
     """
     class_ids = [int(value) for value in class_ids]
-    _labels_and_names(class_ids, 0, split)  # checks the split and the class ids
+    _check_arguments(class_ids, split)
     render_size = max(MIN_RENDER_SIZE, image_size)
     total = len(class_ids) * count_per_class
     images = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
@@ -630,16 +630,19 @@ def generate_in_processes(class_ids, count_per_class: int, split: str = "train",
     processes = min(processes, len(class_ids))
     if processes <= 1:
         return generate(class_ids, count_per_class, split, image_size)
-    labels, file_names = _labels_and_names(class_ids, count_per_class, split)  # checks arguments
+    _check_arguments(class_ids, split)
+    labels = np.repeat(np.array(class_ids, dtype=np.int64), count_per_class)
+    file_names = [_file_name(split, class_id, index)
+                  for class_id in class_ids for index in range(count_per_class)]
     chunks = [chunk.tolist() for chunk in np.array_split(np.array(class_ids), processes)]
-    environment = paths.with_repository_on_python_path(os.environ)
     children = []
     try:  # the finally clause kills the children on any error or interrupt
         try:
             for chunk in chunks:
                 command = [sys.executable, "-c", _CHILD_COMMAND, ",".join(map(str, chunk)),
                            str(count_per_class), split, str(image_size)]
-                children.append(subprocess.Popen(command, cwd=paths.REPO_ROOT, env=environment,
+                # From the repository, ``python -c`` finds ``core`` first on its path.
+                children.append(subprocess.Popen(command, cwd=paths.REPO_ROOT,
                                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                  stderr=subprocess.PIPE))
         except OSError as error:
@@ -687,17 +690,13 @@ def write_generated_images(arguments: list[str], stream) -> None:
     stream.flush()
 
 
-def _labels_and_names(class_ids: list[int], count_per_class: int, split: str):
-    """Checks ``generate``'s arguments; returns ``(labels, file_names)`` as it would."""
+def _check_arguments(class_ids: list[int], split: str) -> None:
+    """Raises ``DatasetError`` for a split or class id that ``generate`` cannot draw."""
     if split not in SPLIT_INDEX:
         raise base.DatasetError(f"split must be one of {tuple(SPLIT_INDEX)}, received {split!r}")
     bad = [value for value in class_ids if not 0 <= value < signs.NUM_CLASSES]
     if bad:
         raise base.DatasetError(f"class ids {bad} are not GTSRB ids; expected 0..{signs.NUM_CLASSES - 1}")
-    labels = np.repeat(np.array(class_ids, dtype=np.int64), count_per_class)
-    file_names = [_file_name(split, class_id, index)
-                  for class_id in class_ids for index in range(count_per_class)]
-    return labels, file_names
 
 
 def _file_name(split: str, class_id: int, index: int) -> str:
