@@ -84,10 +84,11 @@ def cpu_model() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
-def report_speedup(speedup: float, target: float) -> int:
-    """Prints the plain/job speed-up against its target; returns the exit status (1 if missed)."""
+def report_speedup(speedup: float, target: float, arms: str = "plain/job") -> int:
+    """Prints the speed-up (``arms``: "before/after") against its target; returns the exit status
+    (1 if missed)."""
     print(f"CPU: {cpu_model()}")
-    print(f"speed-up plain/job = {speedup:.2f} (target >= {target})")
+    print(f"speed-up {arms} = {speedup:.2f} (target >= {target})")
     if speedup >= target:
         return 0
     print(f"MISSED TARGET: speed-up {speedup:.2f} < {target}")

@@ -55,6 +55,8 @@ TRAINING_ONLY_CLASS_NAMES = (
 )
 CAFFE_CLASS_NAME = "CaffePreprocessing"
 SAMPLER_CLASS_NAME = "AffineSampler"
+# Project layers that are a standard Keras layer with another training kernel: written as it.
+STANDARD_EQUIVALENTS = {"FusedBatchNormalization": "BatchNormalization"}
 CONVOLUTION_CLASS_NAMES = ("Conv2D",)
 # Validation images used to measure agreement, latency and the int8 calibration.
 DEFAULT_VALIDATION_IMAGES = 100
@@ -127,6 +129,9 @@ class _GraphRebuilder:
         if type(layer).__name__ == SAMPLER_CLASS_NAME:
             return lambda inputs, *args, **kwargs: self._affine_sampler(
                 layer, *[self._materialise(tensor) for tensor in inputs])
+        if type(layer).__name__ in STANDARD_EQUIVALENTS:
+            return lambda inputs, *args, **kwargs: self._standard_equivalent(
+                layer, self._materialise(inputs))
         if not _is_standard(layer):
             raise ExportError(
                 f"layer {layer.name!r} is a custom {type(layer).__name__} with no standard "
@@ -176,6 +181,17 @@ class _GraphRebuilder:
         weights[0] = np.ascontiguousarray(weights[0][:, :, ::-1, :])
         folded.set_weights(weights)
         return folded(inputs)
+
+    @staticmethod
+    def _standard_equivalent(layer, inputs):
+        """The Keras layer ``STANDARD_EQUIVALENTS`` names for ``layer``, with its weights."""
+        import keras
+
+        standard_class = getattr(keras.layers, STANDARD_EQUIVALENTS[type(layer).__name__])
+        standard = standard_class.from_config(layer.get_config())
+        standard.build(tuple(inputs.shape))
+        standard.set_weights(layer.get_weights())
+        return standard(inputs)
 
     def _affine_sampler(self, layer, images, theta):
         """``AffineSampler`` (bilinear, border pixels outside) with standard layers only.

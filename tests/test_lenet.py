@@ -52,6 +52,97 @@ def test_plus_preset_has_batch_norm_and_multi_scale_features():
     assert model.output_shape == (None, 43)
 
 
+def _batch_norm_pair(input_shape, scale: bool, center: bool):
+    """Keras' BatchNormalization and FusedBatchNormalization with the same random weights."""
+    import keras
+
+    from core.models.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(7)
+    settings = {"momentum": 0.9, "epsilon": 1e-3, "scale": scale, "center": center}
+    reference, fused = keras.layers.BatchNormalization(**settings), FusedBatchNormalization(**settings)
+    for layer in (reference, fused):
+        layer.build(input_shape)
+    weights = [rng.normal(1.0, 0.5, weight.shape).astype("float32") for weight in reference.get_weights()]
+    weights[-1] = np.abs(weights[-1])  # the moving variance
+    reference.set_weights(weights)
+    fused.set_weights(weights)
+    return reference, fused
+
+
+@pytest.mark.parametrize("input_shape, scale, center", [
+    ((16, 6, 6, 5), True, True), ((16, 6, 6, 5), False, False), ((32, 7), True, True)])
+def test_fused_batch_norm_trains_and_infers_as_keras_batch_normalization(input_shape, scale, center):
+    import tensorflow as tf
+
+    reference, fused = _batch_norm_pair(input_shape, scale, center)
+    rng = np.random.default_rng(8)
+    inputs = tf.constant(rng.normal(3.0, 2.0, input_shape).astype("float32"))
+    upstream = tf.constant(rng.normal(0.0, 1.0, input_shape).astype("float32"))
+    results = []
+    for layer in (reference, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, training=True)
+            loss = tf.reduce_sum(outputs * upstream)
+        gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
+        results.append((outputs.numpy(), [gradient.numpy() for gradient in gradients],
+                        [weight.numpy() for weight in layer.non_trainable_weights]))
+    (reference_outputs, reference_gradients, reference_moving), (outputs, gradients, moving) = results
+    assert np.abs(reference_outputs).max() > 0.5
+    np.testing.assert_allclose(outputs, reference_outputs, atol=2e-5, rtol=0)
+    assert len(gradients) == len(reference_gradients) == 1 + 2 * scale
+    for gradient, reference_gradient in zip(gradients, reference_gradients):
+        np.testing.assert_allclose(gradient, reference_gradient, atol=2e-4, rtol=1e-5)
+    # Both moved their moving statistics (biased batch variance, momentum 0.9) alike.
+    np.testing.assert_allclose(moving[0], 0.9 * _batch_norm_pair(input_shape, scale, center)[0]
+                               .moving_mean.numpy() + 0.1 * inputs.numpy().reshape(-1, input_shape[-1])
+                               .mean(axis=0), atol=1e-5)
+    for weight, reference_weight in zip(moving, reference_moving):
+        np.testing.assert_allclose(weight, reference_weight, atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(fused(inputs, training=False).numpy(),
+                               reference(inputs, training=False).numpy(), atol=1e-5, rtol=1e-6)
+
+
+def test_fused_batch_norm_runs_one_fused_kernel_in_training_only():
+    import tensorflow as tf
+
+    _, fused = _batch_norm_pair((8, 4, 4, 3), True, True)
+    _, fused_dense = _batch_norm_pair((8, 3), True, True)
+
+    def op_types(layer, shape, training):
+        function = tf.function(lambda values: layer(values, training=training))
+        graph = function.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+        return {operation.type for operation in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in op_types(fused, (8, 4, 4, 3), True)
+    assert "FusedBatchNormV3" in op_types(fused_dense, (None, 3), True)
+    assert "FusedBatchNormV3" not in op_types(fused, (8, 4, 4, 3), False)
+    # A frozen layer normalises with its moving statistics, as Keras' does.
+    fused.trainable = False
+    assert "FusedBatchNormV3" not in op_types(fused, (8, 4, 4, 3), True)
+
+
+def test_the_plus_network_normalises_with_fused_batch_norm_and_survives_saving(tmp_path):
+    import keras
+
+    from core.models import register_custom_layers, set_batch_norm_momentum
+    from core.models.layers import FusedBatchNormalization
+
+    model, _ = _build("plus")
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {layer.name for layer in batch_norms} == {"block1_bn", "block2_bn", "block3_bn", "fc1_bn"}
+    assert all(type(layer) is FusedBatchNormalization for layer in batch_norms)
+    set_batch_norm_momentum(model, 0.5)
+    assert {layer.momentum for layer in batch_norms} == {0.5}
+    images = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 1)).astype("float32")
+    model.save(tmp_path / "plus.keras")
+    register_custom_layers()
+    loaded = keras.saving.load_model(tmp_path / "plus.keras", safe_mode=True)
+    assert type(loaded.get_layer("block1_bn")) is FusedBatchNormalization
+    np.testing.assert_allclose(loaded.predict_on_batch(images), model.predict_on_batch(images), atol=1e-6)
+
+
 def _stage_layer_order(model, stage: int) -> list[str]:
     prefix = f"block{stage}_"
     return [layer.name[len(prefix):] for layer in model.layers

@@ -266,6 +266,33 @@ def test_scratch_mobilenet_v2_batch_norm_keeps_up_and_pretrained_ones_keep_keras
             if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}
 
 
+def test_a_scratch_base_trains_fused_batch_norm_with_keras_config_and_a_frozen_one_keeps_keras():
+    from core.models.layers import FusedBatchNormalization
+
+    def batch_norms(model):
+        return {layer.name: layer for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    keras.utils.set_random_seed(0)
+    base = transfer.build_base("mobilenetv2", image_size=IMAGE_SIZE, alpha=0.35)
+    keras.utils.set_random_seed(0)
+    scratch = transfer.build_transfer_model(2, backbone="mobilenetv2", image_size=IMAGE_SIZE,
+                                            alpha=0.35, head=transfer.POOLING_HEAD, freeze_base=False)
+    frozen = transfer.build_transfer_model(2, backbone="mobilenetv2", image_size=IMAGE_SIZE,
+                                           alpha=0.35, head=transfer.POOLING_HEAD, freeze_base=True)
+    keras_layers = batch_norms(base)
+    assert len(keras_layers) == 52 and batch_norms(scratch).keys() == keras_layers.keys()
+    assert {type(layer) for layer in batch_norms(scratch).values()} == {FusedBatchNormalization}
+    assert {type(layer) for layer in batch_norms(frozen).values()} == {keras.layers.BatchNormalization}
+    for name, layer in batch_norms(scratch).items():
+        expected = {**keras_layers[name].get_config(), "momentum": transfer.SCRATCH_BATCH_NORM_MOMENTUM}
+        assert layer.get_config() == expected
+        for weight, keras_weight in zip(layer.get_weights(), keras_layers[name].get_weights()):
+            np.testing.assert_array_equal(weight, keras_weight)
+    assert [type(layer).__name__ for layer in scratch.layers if layer.name in keras_layers] == \
+        ["FusedBatchNormalization"] * 52  # replaced in place in the graph, none left over
+
+
 @pytest.mark.slow
 def test_a_scratch_mobilenet_v2_answers_in_inference_mode_after_a_short_run():
     """Keras' MobileNetV2 BatchNorm momentum 0.999 left a short scratch run's moving statistics at

@@ -9,6 +9,9 @@ import importlib
 CUSTOM_LAYER_MODULES = ("core.models.layers", "core.models.transfer_layers", "core.models.losses",
                         "core.models.schedules")
 
+# Keras' layer and ``core.models.layers.FusedBatchNormalization``, its subclass.
+BATCH_NORM_CLASS_NAMES = ("BatchNormalization", "FusedBatchNormalization")
+
 
 def register_custom_layers() -> None:
     """Imports every module that defines custom layers (losses, schedules), registering them for
@@ -21,5 +24,5 @@ def set_batch_norm_momentum(model, momentum: float) -> None:
     """Sets the moving-average ``momentum`` of every BatchNormalization layer in ``model.layers``
     (matched by class name, so this module needs no Keras import)."""
     for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
+        if type(layer).__name__ in BATCH_NORM_CLASS_NAMES:
             layer.momentum = float(momentum)

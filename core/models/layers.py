@@ -1,6 +1,8 @@
 """Custom Keras layers used by the LeNet family (registered for safe_mode loading).
 
-Written with ``keras.ops`` and ``keras.random`` only, so they run on every Keras backend.
+Written with ``keras.ops`` and ``keras.random`` only, so they run on every Keras backend;
+``FusedBatchNormalization`` also uses a backend's fused kernel where ``core.models.fused_kernels``
+has one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from core.models import fused_kernels
 from core.validation import number_in_range
 
 PACKAGE = "tllab"
@@ -394,6 +397,40 @@ class AffineSampler(keras.layers.Layer):
         config = super().get_config()
         config["output_size"] = self.output_size
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' ``BatchNormalization``, trained with one fused kernel where the backend has one.
+
+    The same layer, arguments, weights and function as ``keras.layers.BatchNormalization``; only
+    its training step differs in how it is computed. When it normalises with batch statistics
+    (``training=True``, trainable, no mask, no renorm or synchronisation, float32 channels-last
+    input of rank 2 or 4) on a backend with a fused kernel
+    (``fused_kernels.batch_norm_training``: TensorFlow's ``FusedBatchNormV3``), the statistics,
+    the normalisation and, in the backward pass, the gradient each take one kernel instead of
+    a chain of ``keras.ops``. The moving statistics are updated exactly as Keras does. In every
+    other case (inference, the JAX or PyTorch backend) it is Keras' layer.
+
+    ``core.export`` writes it as a plain ``BatchNormalization`` with the same weights.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = None
+        if training and self.trainable and mask is None and not self.renorm \
+                and not self.synchronized \
+                and list(self._reduction_axes) == list(range(len(inputs.shape) - 1)):
+            channels = inputs.shape[-1]
+            scale = self.gamma if self.scale else ops.ones((channels,), dtype=inputs.dtype)
+            offset = self.beta if self.center else ops.zeros((channels,), dtype=inputs.dtype)
+            fused = fused_kernels.batch_norm_training(inputs, scale, offset, self.epsilon)
+        if fused is None:
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = fused
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
 
 
 class TrainingModeWrapper(keras.layers.Layer):

@@ -42,7 +42,10 @@ Presets (``PRESETS``):
   (rotation ±15°, shift and zoom 0.1 in one ``RandomAffine`` resampling, brightness), label
   smoothing 0.1 (``PLUS_LABEL_SMOOTHING``), Adam with cosine decay over 20 epochs, within a time
   budget (``PLUS_TIME_BUDGET_SECONDS``: on a slow machine the run ends after fewer epochs, its
-  cosine shortened to match). One network, plain single-pass inference. The spatial transformer
+  cosine shortened to match). One network, plain single-pass inference. Its batch norm layers
+  are ``layers.FusedBatchNormalization`` (round 36): Keras' layer, trained with TensorFlow's
+  fused kernel, which made its epochs about a fifth shorter (``bench/bench_batch_norm.py``).
+  The spatial transformer
   moved validation from 98.51 % (seed 0; 98.5–99.3 % over initial weights) to
   99.42 % with 20 epochs (739 s here) and 99.46 / 99.21 % (seeds 0 / 1) with 25 (about 950 s,
   over budget). Measured and not kept (README): ``mirror_signs`` with 16 epochs (validation
@@ -345,6 +348,7 @@ def build_lenet(
     activation: str = "relu",
     pooling: str = "max",
     batch_norm: bool = False,
+    fused_batch_norm: bool = True,
     multi_scale: bool = False,
     dense_units=(120, 84),
     dropout: float = 0.3,
@@ -373,6 +377,9 @@ def build_lenet(
         activation: "relu", "tanh", "elu" or "sigmoid".
         pooling: "max" or "average" (2×2, stride 2).
         batch_norm: batch normalisation after each convolution and hidden FC layer.
+        fused_batch_norm: normalise with ``layers.FusedBatchNormalization`` (the same function,
+            trained with one fused kernel per layer on TensorFlow) rather than Keras' own
+            ``BatchNormalization``. ``bench/bench_batch_norm.py`` compares the two.
         multi_scale: concatenate pooled earlier-stage maps into the classifier input.
         dense_units: units of the hidden FC layers.
         dropout: dropout rate after each hidden FC layer, in [0, 1).
@@ -398,7 +405,7 @@ def build_lenet(
     """
     import keras
 
-    from core.models.layers import RandomGaussianBlur
+    from core.models.layers import FusedBatchNormalization, RandomGaussianBlur
 
     if int(num_classes) < 2:
         raise ValueError(f"num_classes must be at least 2, received {num_classes!r}")
@@ -419,6 +426,7 @@ def build_lenet(
         raise ValueError(f"conv_filters must be one or more positive ints, received {conv_filters!r}")
     kernel_sizes = _per_stage(kernel_size, len(conv_filters), "kernel_size")
     pool_layer = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+    batch_norm_layer = FusedBatchNormalization if fused_batch_norm else keras.layers.BatchNormalization
     pool_first = block_order == "pool-first" or (block_order == "auto" and pooling == "max"
                                                  and not batch_norm)
 
@@ -440,7 +448,7 @@ def build_lenet(
         if pool_first:
             x = pool(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"block{index}_bn")(x)
+            x = batch_norm_layer(name=f"block{index}_bn")(x)
         x = keras.layers.Activation(activation, name=f"block{index}_activation")(x)
         if not pool_first:
             x = pool(x)
@@ -458,7 +466,7 @@ def build_lenet(
     for index, units in enumerate(dense_units, start=1):
         x = keras.layers.Dense(int(units), use_bias=not batch_norm, name=f"fc{index}")(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"fc{index}_bn")(x)
+            x = batch_norm_layer(name=f"fc{index}_bn")(x)
         x = keras.layers.Activation(activation, name=f"fc{index}_activation")(x)
         if dropout:
             x = keras.layers.Dropout(float(dropout), seed=seed, name=f"fc{index}_dropout")(x)
@@ -496,13 +504,14 @@ def _spatial_transformer(images, activation: str, output_size: int | None = None
 
 
 def build_from_config(config: dict, num_classes: int, input_shape, augmentation=None,
-                      name: str | None = None):
+                      name: str | None = None, fused_batch_norm: bool = True):
     """Builds the LeNet a resolved config describes (see ``build_lenet``)."""
     return build_lenet(
         num_classes, input_shape,
         conv_filters=config["conv_filters"], kernel_size=config["kernel_size"],
         padding=config["padding"], activation=config["activation"], pooling=config["pooling"],
-        batch_norm=config["batch_norm"], multi_scale=config["multi_scale"],
+        batch_norm=config["batch_norm"], fused_batch_norm=fused_batch_norm,
+        multi_scale=config["multi_scale"],
         dense_units=config["dense_units"], dropout=config["dropout"],
         augmentation=augmentation, random_blur=config["random_blur"],
         spatial_transformer=config.get("spatial_transformer", False),
