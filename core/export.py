@@ -175,23 +175,21 @@ class _GraphRebuilder:
         kwargs = {key: value for key, value in kwargs.items() if key != "training"}
         if id(inputs) not in self.flipped:
             return layer(inputs, **kwargs)
-        folded = type(layer).from_config(layer.get_config())
-        folded.build(tuple(inputs.shape))
+        from core.models.layers import rebuilt_as
+
         weights = layer.get_weights()
         weights[0] = np.ascontiguousarray(weights[0][:, :, ::-1, :])
-        folded.set_weights(weights)
-        return folded(inputs)
+        return rebuilt_as(layer, type(layer), inputs.shape, weights)(inputs)
 
     @staticmethod
     def _standard_equivalent(layer, inputs):
         """The Keras layer ``STANDARD_EQUIVALENTS`` names for ``layer``, with its weights."""
         import keras
 
+        from core.models.layers import rebuilt_as
+
         standard_class = getattr(keras.layers, STANDARD_EQUIVALENTS[type(layer).__name__])
-        standard = standard_class.from_config(layer.get_config())
-        standard.build(tuple(inputs.shape))
-        standard.set_weights(layer.get_weights())
-        return standard(inputs)
+        return rebuilt_as(layer, standard_class, inputs.shape, layer.get_weights())(inputs)
 
     def _affine_sampler(self, layer, images, theta):
         """``AffineSampler`` (bilinear, border pixels outside) with standard layers only.

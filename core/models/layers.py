@@ -399,6 +399,20 @@ class AffineSampler(keras.layers.Layer):
         return config
 
 
+def rebuilt_as(layer: keras.layers.Layer, layer_class, input_shape, weights: list) -> keras.layers.Layer:
+    """A new ``layer_class`` layer with ``layer``'s config (name included), built for
+    ``input_shape`` and holding ``weights`` (``layer.get_weights()``, or an edited copy).
+
+    Used to swap a layer for a sibling class in a graph being replayed: Keras' BatchNormalization
+    for ``FusedBatchNormalization`` (``core.models.transfer``) and back, or a convolution for one
+    with edited weights (``core.export``).
+    """
+    rebuilt = layer_class.from_config(layer.get_config())
+    rebuilt.build(tuple(input_shape))
+    rebuilt.set_weights(weights)
+    return rebuilt
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """Keras' ``BatchNormalization``, trained with one fused kernel where the backend has one.
