@@ -6,7 +6,8 @@ project layers (``CaffePreprocessing``), so loading it needs this project on ``s
 ``keras.saving.load_model(path)`` can open anywhere:
 
 * training-only layers (``Random*`` preprocessing layers, the augmentation ``Sequential``,
-  ``RandomGaussianBlur``, ``RandomLowResolution``, dropout and noise layers, ``Identity``) are
+  ``RandomGaussianBlur``, ``RandomLowResolution``, ``RandomOcclusion``, dropout and noise layers,
+  ``Identity``) are
   dropped;
 * ``CaffePreprocessing`` (RGB -> BGR, minus the ImageNet means) becomes a standard
   ``Normalization`` layer (means in RGB order, variance 1) and the channel flip is folded into
@@ -51,7 +52,7 @@ FILE_SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tfl
 TRAINING_ONLY_CLASS_NAMES = (
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "Identity", "RandomGaussianBlur", "RandomAffine",
-    "RandomLowResolution", "ActivityRegularization",
+    "RandomLowResolution", "RandomOcclusion", "ActivityRegularization",
 )
 CAFFE_CLASS_NAME = "CaffePreprocessing"
 SAMPLER_CLASS_NAME = "AffineSampler"

@@ -35,7 +35,7 @@ COLOR_LABELS = {"rgb": "colour (RGB)", "grayscale": "grayscale"}
 FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "conv_filters",
           "kernel_size", "activation", "pooling", "batch_norm", "multi_scale", "dense_units",
           "dropout", "random_blur", "color", "equalization", "center_crop", "rotation_degrees",
-          "shift", "zoom", "low_resolution",
+          "shift", "zoom", "low_resolution", "occlusion",
           "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
           "spatial_transformer", "spatial_transformer_size", "time_budget_seconds")
 
@@ -62,6 +62,7 @@ def preset_field_values(preset: str) -> dict:
         "rotation_degrees": float(augmentation.get("rotation_degrees", 0.0)),
         "shift": float(augmentation.get("shift", 0.0)), "zoom": float(augmentation.get("zoom", 0.0)),
         "low_resolution": float(augmentation.get("low_resolution", 0.0)),
+        "occlusion": float(augmentation.get("occlusion", 0.0)),
         "labels_per_class": 0, "epoch_repeats": config["epoch_repeats"],
         "committee_size": config["committee_size"], "mirror_signs": config["mirror_signs"],
         "spatial_transformer": config["spatial_transformer"],
@@ -111,7 +112,8 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
                           "equalization": value["equalization"]},
         "augmentation": {**base["augmentation"], "rotation_degrees": float(value["rotation_degrees"]),
                          "shift": float(value["shift"]), "zoom": float(value["zoom"]),
-                         "low_resolution": float(value["low_resolution"])},
+                         "low_resolution": float(value["low_resolution"]),
+                         "occlusion": float(value["occlusion"])},
     }
     crop = float(value["center_crop"])
     if crop != base["preprocessing"]["center_crop"]:
@@ -208,7 +210,7 @@ def render_form() -> None:
                           key=f"{KEY}_center_crop", help=help_text["center_crop"])
         columns[3].slider("Random blur (share of images)", 0.0, 1.0, step=0.05,
                           key=f"{KEY}_random_blur", help=help_text["random_blur"])
-        columns = st.columns(5)
+        columns = st.columns(6)
         columns[0].slider("Rotation (± degrees)", 0.0, 45.0, step=1.0, key=f"{KEY}_rotation_degrees",
                           help=help_text["rotation_degrees"])
         columns[1].slider("Shift (fraction)", 0.0, 0.3, step=0.01, key=f"{KEY}_shift",
@@ -217,7 +219,9 @@ def render_form() -> None:
                           help=help_text["zoom"])
         columns[3].slider("Low resolution (share of images)", 0.0, 1.0, step=0.05,
                           key=f"{KEY}_low_resolution", help=help_text["low_resolution"])
-        columns[4].checkbox("Mirrored signs", key=f"{KEY}_mirror_signs", help=help_text["mirror_signs"])
+        columns[4].slider("Occlusion (share of images)", 0.0, 1.0, step=0.05,
+                          key=f"{KEY}_occlusion", help=help_text["occlusion"])
+        columns[5].checkbox("Mirrored signs", key=f"{KEY}_mirror_signs", help=help_text["mirror_signs"])
         submitted = st.form_submit_button("Start training", type="primary",
                                           icon=":material/play_arrow:", key=f"{KEY}_start")
     if submitted:

@@ -115,13 +115,14 @@ def test_augmentation_layers_random_in_training_identity_at_inference():
     import keras
 
     spec = {"rotation_degrees": 15, "shift": 0.1, "zoom": 0.1, "brightness": 0.2, "contrast": 0.2,
-            "low_resolution": 0.3, "flip": "horizontal", "seed": 3}
+            "low_resolution": 0.3, "flip": "horizontal", "occlusion": 0.4, "seed": 3}
     augmentation = preprocess.build_augmentation(spec)
     assert isinstance(augmentation, keras.Sequential)
     assert [layer.name for layer in augmentation.layers] == [
         "random_affine", "random_low_resolution", "random_brightness", "random_contrast",
-        "random_flip"]
+        "random_flip", "random_occlusion"]
     assert augmentation.get_layer("random_low_resolution").probability == 0.3
+    assert augmentation.get_layer("random_occlusion").probability == 0.4
     with pytest.raises(ValueError, match=r"augmentation low_resolution must be a number in \[0, 1.0\], "
                                          r"received 2"):
         preprocess.build_augmentation({"low_resolution": 2})

@@ -230,7 +230,7 @@ def test_lenet_transfer_graph_exports_like_its_source():
     from core.models import lenet
 
     config = lenet.preset_config("seed")
-    config["augmentation"]["low_resolution"] = 0.2
+    config["augmentation"].update(low_resolution=0.2, occlusion=0.5)
     source = lenet.build_from_config(config, 43, (32, 32, 1),
                                      build_augmentation(config["augmentation"]))
     clone = keras.models.clone_model(source)
@@ -239,7 +239,7 @@ def test_lenet_transfer_graph_exports_like_its_source():
     exported = export.inference_model(model)
     kinds = {type(layer).__name__ for layer in exported.layers}
     assert not kinds & {"Sequential", "RandomGaussianBlur", "RandomAffine", "RandomLowResolution",
-                        "Dropout"}
+                        "RandomOcclusion", "Dropout"}
     images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 1)).astype(np.float32)
     np.testing.assert_allclose(exported.predict_on_batch(images), model.predict_on_batch(images),
                                atol=1e-6, rtol=0)

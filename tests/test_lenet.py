@@ -271,6 +271,47 @@ def test_random_low_resolution_matches_an_opencv_shrink_and_enlarge_and_survives
         RandomLowResolution(probability=1.5)
 
 
+def test_random_occlusion_covers_one_bounded_rectangle_per_chosen_image_and_survives_saving(tmp_path):
+    import keras
+
+    from core.models import register_custom_layers
+
+    register_custom_layers()
+    from core.models.layers import RandomOcclusion
+
+    images = np.full((256, 32, 32, 1), 100.0, np.float32)
+    layer = RandomOcclusion(probability=1.0, min_area=0.02, max_area=0.2, max_aspect=3.0, seed=4)
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    occluded = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert occluded.min() >= 0.0 and occluded.max() <= 255.0
+    for image in occluded[..., 0]:
+        rows, columns = np.nonzero(image != 100.0)
+        # One axis-aligned rectangle: its bounding box is all noise (no noise value is exactly 100).
+        height, width = np.ptp(rows) + 1, np.ptp(columns) + 1
+        assert len(rows) == height * width
+        # Area 2-20 % of 1,024 pixels (rounding to whole pixels adds at most a row and a column);
+        # height-to-width ratio at most 3 (again up to a pixel of rounding).
+        assert 0.02 * 1024 - height - width <= len(rows) <= 0.2 * 1024 + height + width + 1
+        assert max(height / width, width / height) <= 3.0 * (1 + 1 / min(height, width)) + 1e-6
+    areas = (occluded[..., 0] != 100.0).reshape(len(images), -1).mean(axis=1)
+    assert 0.09 <= areas.mean() <= 0.13  # uniform in [0.02, 0.2]: mean 0.11
+    half = keras.ops.convert_to_numpy(RandomOcclusion(probability=0.5, seed=4)(images, training=True))
+    untouched = [np.array_equal(half[index], images[index]) for index in range(len(images))]
+    assert 96 <= sum(untouched) <= 160
+    colour = np.random.default_rng(0).uniform(0, 255, (4, 12, 20, 3)).astype("float32")
+    assert keras.ops.convert_to_numpy(layer(colour, training=True)).shape == colour.shape
+    model = keras.Sequential([keras.Input((32, 32, 1)), RandomOcclusion(0.25, name="occlusion")])
+    model.save(tmp_path / "occlusion.keras")
+    loaded = keras.saving.load_model(tmp_path / "occlusion.keras", safe_mode=True).get_layer("occlusion")
+    assert (loaded.probability, loaded.min_area, loaded.max_area, loaded.max_aspect) == (0.25, 0.02, 0.2, 3.0)
+    with pytest.raises(ValueError, match=r"min_area must be in \(0, 1\], received 0"):
+        RandomOcclusion(min_area=0)
+    with pytest.raises(ValueError, match=r"max_area must be a number in \[0.3, 1.0\], received 0.2"):
+        RandomOcclusion(min_area=0.3, max_area=0.2)
+    with pytest.raises(ValueError, match=r"max_aspect must be a number in \[1.0, 10.0\], received 0.5"):
+        RandomOcclusion(max_aspect=0.5)
+
+
 def test_the_seed_crop_applies_to_gtsrb_unless_a_config_says_otherwise():
     def crop(**config):
         return lenet_family.resolve_config({"model": "lenet5", "preset": "seed", **config})[

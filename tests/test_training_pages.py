@@ -99,6 +99,7 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
         expected["preprocessing"]["center_crop"])
     assert app.number_input(key="train_lenet_time_budget_seconds").value == lenet.PLUS_TIME_BUDGET_SECONDS
     assert app.slider(key="train_lenet_low_resolution").value == 0.0
+    assert app.slider(key="train_lenet_occlusion").value == 0.0
     app.selectbox(key="train_lenet_preset").set_value("committee").run()
     assert app.number_input(key="train_lenet_committee_size").value == lenet.COMMITTEE_MEMBERS
     assert app.number_input(key="train_lenet_time_budget_seconds").value == 0
@@ -118,6 +119,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         # A transformer size without the transformer (the seed preset has none) is not sent.
         app.number_input(key="train_lenet_spatial_transformer_size").set_value(24)
         app.slider(key="train_lenet_low_resolution").set_value(0.35)
+        app.slider(key="train_lenet_occlusion").set_value(0.25)
         app.button(key="train_lenet_start").click().run()
         assert not app.exception
         run_id = app.session_state["train_lenet_run_id"]
@@ -128,6 +130,7 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         assert config["time_budget_seconds"] == 600
         assert config["spatial_transformer"] is False and config["spatial_transformer_size"] == 0
         assert config["augmentation"]["low_resolution"] == pytest.approx(0.35)
+        assert config["augmentation"]["occlusion"] == pytest.approx(0.25)
         assert config["augmentation"]["rotation_degrees"] == 10.0
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)

@@ -42,6 +42,9 @@ key                    meaning                                                  
 ``low_resolution``     share of images shrunk to between half their side and one     ``0``
                        pixel less, then enlarged back: the detail of a smaller photo
                        (``core.models.layers.RandomLowResolution``), in [0, 1]
+``occlusion``          share of images with one random rectangle (2-20 % of the       ``0``
+                       image) covered by noise: random erasing
+                       (``core.models.layers.RandomOcclusion``), in [0, 1]
 ``flip``               ``"none"``, ``"horizontal"``, ``"vertical"``,                 ``"none"``
                        ``"horizontal_and_vertical"``
 ``fill_mode``          how the geometric warps fill new pixels: ``"nearest"``,      ``"nearest"``
@@ -80,6 +83,7 @@ DEFAULT_AUGMENTATION = {
     "brightness": 0.0,
     "contrast": 0.0,
     "low_resolution": 0.0,
+    "occlusion": 0.0,
     "flip": "none",
     "fill_mode": "nearest",
     "seed": None,
@@ -199,7 +203,7 @@ def resolve_augmentation(spec: dict | None = None) -> dict:
     resolved = {key: spec.get(key, default) for key, default in DEFAULT_AUGMENTATION.items()}
     for key, upper in (("rotation_degrees", 180.0), ("shift", 0.99), ("zoom", 0.99),
                        ("shear_degrees", 60.0), ("perspective", 0.4), ("brightness", 1.0),
-                       ("contrast", 1.0), ("low_resolution", 1.0)):
+                       ("contrast", 1.0), ("low_resolution", 1.0), ("occlusion", 1.0)):
         resolved[key] = number_in_range(f"augmentation {key}", resolved[key], 0, upper)
     flip = resolved["flip"]
     if flip in (None, False):
@@ -350,12 +354,12 @@ def build_augmentation(spec: dict | None = None, name: str = "augmentation"):
     Returns:
         A ``keras.Sequential`` holding, in order, ``random_affine`` (one warp for rotation,
         shift, zoom, shear and perspective: ``core.models.layers.RandomAffine``),
-        ``random_low_resolution``, ``random_brightness``, ``random_contrast``, ``random_flip``
-        (only the ones the spec enables).
+        ``random_low_resolution``, ``random_brightness``, ``random_contrast``, ``random_flip``,
+        ``random_occlusion`` (only the ones the spec enables).
     """
     import keras  # imported here: ``core.datasets`` must stay cheap to import
 
-    from core.models.layers import RandomAffine, RandomLowResolution
+    from core.models.layers import RandomAffine, RandomLowResolution, RandomOcclusion
 
     spec = resolve_augmentation(spec)
     seed = spec["seed"]
@@ -375,6 +379,8 @@ def build_augmentation(spec: dict | None = None, name: str = "augmentation"):
             spec["contrast"], value_range=(0, 255), seed=seed, name="random_contrast"))
     if spec["flip"] != "none":
         layers.append(keras.layers.RandomFlip(spec["flip"], seed=seed, name="random_flip"))
+    if spec["occlusion"] > 0:
+        layers.append(RandomOcclusion(spec["occlusion"], seed=seed, name="random_occlusion"))
     if not layers:
         layers.append(keras.layers.Identity(name="no_augmentation"))
     return keras.Sequential(layers, name=name)

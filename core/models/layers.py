@@ -17,6 +17,7 @@ from core.models import fused_kernels
 from core.validation import number_in_range
 
 PACKAGE = "tllab"
+MAX_OCCLUSION_ASPECT = 10.0  # bound of ``RandomOcclusion``'s height-to-width ratio
 
 
 def gaussian_kernel_1d(kernel_size: int, sigma: float) -> list[float]:
@@ -203,6 +204,77 @@ class RandomLowResolution(keras.layers.Layer):
         config = super().get_config()
         config.update(probability=self.probability, min_scale=self.min_scale, levels=self.levels,
                       seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomOcclusion(keras.layers.Layer):
+    """Covers a random rectangle of a random share of the images with noise, in training only.
+
+    Random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation"): a chosen image gets
+    one rectangle whose area is a uniform share in [``min_area``, ``max_area``] of the image and
+    whose height-to-width ratio is log-uniform in [1 / ``max_aspect``, ``max_aspect``], placed
+    uniformly where it fits wholly inside; its pixels become uniform noise in [0, 255] (the
+    models take uint8-valued images). A pixel is covered when its centre lies inside the
+    rectangle. It stands for what hides part of a real sign: a branch, a sticker, another
+    sign's edge. At inference (``training=False``) images pass through unchanged.
+
+    Args:
+        probability: share of images occluded in each batch, in [0, 1].
+        min_area: smallest share of the image area a rectangle covers, in (0, 1].
+        max_area: largest share, in [``min_area``, 1].
+        max_aspect: largest height-to-width ratio (and width-to-height), in [1,
+            ``MAX_OCCLUSION_ASPECT``].
+        seed: seed of the random draws, or None.
+    """
+
+    def __init__(self, probability: float = 0.5, min_area: float = 0.02, max_area: float = 0.2,
+                 max_aspect: float = 3.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.probability = number_in_range("probability", probability, 0.0, 1.0)
+        self.min_area = number_in_range("min_area", min_area, 0.0, 1.0)
+        if self.min_area == 0.0:
+            raise ValueError(f"min_area must be in (0, 1], received {min_area!r}")
+        self.max_area = number_in_range("max_area", max_area, self.min_area, 1.0)
+        self.max_aspect = number_in_range("max_aspect", max_aspect, 1.0, MAX_OCCLUSION_ASPECT)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=None):
+        if not training or self.probability == 0.0:
+            return inputs
+        inputs = ops.cast(inputs, self.compute_dtype)
+        height, width = int(inputs.shape[1]), int(inputs.shape[2])
+        draws = keras.random.uniform((ops.shape(inputs)[0], 5), seed=self.seed_generator)
+        area = self.min_area + (self.max_area - self.min_area) * draws[:, 0]
+        aspect = ops.exp((2.0 * draws[:, 1] - 1.0) * math.log(self.max_aspect))
+        rectangle_height = ops.minimum(ops.sqrt(area * aspect) * height, float(height))
+        rectangle_width = ops.minimum(ops.sqrt(area / aspect) * width, float(width))
+        top = draws[:, 2] * (height - rectangle_height)
+        left = draws[:, 3] * (width - rectangle_width)
+        row_centres = ops.arange(height, dtype=self.compute_dtype) + 0.5
+        column_centres = ops.arange(width, dtype=self.compute_dtype) + 0.5
+        inside_rows = ops.logical_and(ops.greater_equal(row_centres, top[:, None]),
+                                      ops.less(row_centres, (top + rectangle_height)[:, None]))
+        inside_columns = ops.logical_and(
+            ops.greater_equal(column_centres, left[:, None]),
+            ops.less(column_centres, (left + rectangle_width)[:, None]))
+        chosen = ops.cast(ops.less(draws[:, 4], self.probability), self.compute_dtype)
+        covered = (ops.cast(inside_rows, self.compute_dtype)[:, :, None]
+                   * ops.cast(inside_columns, self.compute_dtype)[:, None, :]
+                   * chosen[:, None, None])[..., None]
+        noise = keras.random.uniform(ops.shape(inputs), minval=0.0, maxval=255.0,
+                                     dtype=self.compute_dtype, seed=self.seed_generator)
+        return inputs + covered * (noise - inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(probability=self.probability, min_area=self.min_area,
+                      max_area=self.max_area, max_aspect=self.max_aspect, seed=self.seed)
         return config
 
 
