@@ -112,6 +112,29 @@ def reference_defaults(config: dict) -> tuple[dict | None, str]:
         return None, f"no defaults for {label or 'this run'} ({error})"
 
 
+def implied_settings(config: dict) -> dict:
+    """Settings a run trained with that its ``config.json`` does not name.
+
+    A family that adds a config key lists, in ``IMPLIED_WHEN_ABSENT``, the value that runs made
+    before the key existed trained with (``lenet_family``'s ``weight_decay``: 0). Without it, an
+    older plus run would look like the plus preset of today, which decays its weights.
+
+    Args:
+        config: a run's ``config.json``.
+
+    Returns:
+        ``{key: value}`` for the family's implied keys that ``config`` lacks (empty for an
+        unknown model).
+    """
+    from core.training import families
+
+    try:
+        implied = getattr(families.family_module(str(config.get("model"))), "IMPLIED_WHEN_ABSENT", {})
+    except ValueError:
+        return {}
+    return {key: value for key, value in implied.items() if key not in config}
+
+
 def config_diff(config: dict, defaults: dict | None = None) -> list[ConfigChange]:
     """The settings where ``config`` differs from ``defaults``, nested keys dotted, sorted.
 
@@ -122,11 +145,12 @@ def config_diff(config: dict, defaults: dict | None = None) -> list[ConfigChange
 
     Returns:
         One ``ConfigChange`` per differing setting (keys only in the defaults are left out:
-        they are defaults by definition).
+        they are defaults by definition, unless ``implied_settings`` gives the value an older
+        run trained with).
     """
     if defaults is None:
         defaults, _ = reference_defaults(config)
-    flat_config = _flatten(config)
+    flat_config = _flatten({**implied_settings(config), **config})
     flat_defaults = _flatten(defaults or {})
     changes = []
     for setting in sorted(flat_config):

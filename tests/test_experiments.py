@@ -51,7 +51,7 @@ def test_lenet_transfer_networks_never_have_a_spatial_transformer(isolated_roots
     source = lenet_transfer_family.resolve_config(experiments.source_config("synthetic-signs"))
     assert source["preset"] == "plus" and source["spatial_transformer"] is False
     # Nor the plus's label smoothing, unless asked: the few-shot figures were measured without it.
-    assert source["label_smoothing"] == 0.0
+    assert source["label_smoothing"] == 0.0 and source["weight_decay"] == 0.0  # likewise
     assert lenet_transfer_family.resolve_config({**experiments.source_config("synthetic-signs"),
                                                  "label_smoothing": 0.1})["label_smoothing"] == 0.1
     with pytest.raises(ValueError, match="no spatial transformer"):

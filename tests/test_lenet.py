@@ -584,6 +584,35 @@ def test_label_smoothing_loss_matches_keras_categorical_crossentropy():
         lenet_family.resolve_config({"model": "lenet5", "label_smoothing": 1.0})
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_weight_decay_shrinks_kernels_by_rate_times_decay_and_leaves_biases_and_batch_norm(optimizer):
+    import keras
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "plus", "optimizer": optimizer,
+                                          "weight_decay": 0.1, "lr_schedule": "constant",
+                                          "learning_rate": 0.01})
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense"),
+                              keras.layers.BatchNormalization(name="norm")])
+    model.get_layer("norm").gamma.assign([2.0, 3.0])
+    model.get_layer("norm").beta.assign([0.5, -0.5])
+    model.get_layer("dense").bias.assign([1.0, -1.0])
+    before = [keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables]
+    step = lenet.make_optimizer(config, steps_per_epoch=10)
+    # Zero gradients: Adam's and SGD's own updates are then zero, so only the decay moves weights.
+    step.apply_gradients([(keras.ops.zeros_like(variable), variable)
+                          for variable in model.trainable_variables])
+    after = {variable.path: keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables}
+    names = [variable.path for variable in model.trainable_variables]
+    for name, old in zip(names, before):
+        expected = old * (1 - 0.01 * 0.1) if name.endswith("kernel") else old
+        np.testing.assert_allclose(after[name], expected, rtol=1e-6, err_msg=name)
+    assert any(name.endswith("kernel") for name in names) and len(names) == 4
+    without = lenet.make_optimizer({**config, "weight_decay": 0.0}, steps_per_epoch=10)
+    assert without.weight_decay is None
+    with pytest.raises(ValueError, match=r"weight_decay must be a number in \[0.0, 1.0\), received 1.0"):
+        lenet_family.resolve_config({"model": "lenet5", "weight_decay": 1.0})
+
+
 def test_mirrored_signs_are_flipped_and_relabelled_by_the_sign_tables():
     from core.datasets import signs
 
@@ -623,12 +652,14 @@ def test_committee_members_vote_by_averaging_and_learn_a_tiny_task(tmp_path):
     config = lenet_family.resolve_config({"model": "lenet5", "preset": "committee"})
     assert config["committee_size"] == lenet.COMMITTEE_MEMBERS >= 2
     plus = lenet_family.resolve_config({"model": "lenet5", "preset": "plus"})
-    # Several plus networks take longer; the committee was measured without label smoothing.
-    own = ("preset", "committee_size", "time_budget_seconds", "label_smoothing")
+    # Several plus networks take longer; the committee was measured without label smoothing and
+    # weight decay.
+    own = ("preset", "committee_size", "time_budget_seconds", "label_smoothing", "weight_decay")
     assert {key: value for key, value in config.items() if key not in own} == {
         key: value for key, value in plus.items() if key not in own}
     assert plus["committee_size"] == 1 and config["time_budget_seconds"] == 0
     assert plus["label_smoothing"] == lenet.PLUS_LABEL_SMOOTHING == 0.1 and config["label_smoothing"] == 0.0
+    assert plus["weight_decay"] == lenet.PLUS_WEIGHT_DECAY == 0.05 and config["weight_decay"] == 0.0
 
     # A 2-member committee of small LeNets on a task a single network learns in a few steps:
     # class k is an image of brightness 40 + 50 k plus noise.

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from core import results, runs
+from core import reports, results, runs
 from core.charts import training as training_charts
 from core.training import lenet_family
 from tests.conftest import run_page
 
 
 def write_gtsrb_run(runs_root, seed: int, val_curve, test_accuracy, *, preset: str = "seed",
-                    extra: dict | None = None, state: str = runs.COMPLETED):
-    """A finished GTSRB LeNet run folder with the preset's resolved settings."""
+                    extra: dict | None = None, state: str = runs.COMPLETED, older_than: tuple = ()):
+    """A finished GTSRB LeNet run folder with the preset's resolved settings.
+
+    ``older_than``: config keys the run predates (left out of its config.json).
+    """
     config = lenet_family.resolve_config({"model": "lenet5", "preset": preset, "seed": seed, **(extra or {})})
+    for key in older_than:
+        del config[key]
     run_dir = runs.create_run(config, runs_root)
     for epoch, value in enumerate(val_curve, start=1):
         runs.append_metrics(run_dir, {"epoch": epoch, "loss": 1.0 / epoch, "accuracy": value,
@@ -66,6 +71,24 @@ def test_preset_rows_give_each_seed_the_mean_the_command_and_the_anchor(tmp_path
     assert seed["training time (s)"] == 100
     assert "--preset seed" in seed["command"] and "95.5%" in seed["published anchor"]
     assert rows["plus"]["runs"] == 0 and rows["plus"]["test accuracy"] == "—"
+
+
+def test_a_run_older_than_a_preset_setting_counts_only_if_it_trained_as_the_preset_does(tmp_path):
+    # Runs made before ``weight_decay`` existed trained without it: still the seed preset (0),
+    # no longer the plus preset (0.05 since round 37).
+    write_gtsrb_run(tmp_path, 0, [0.5, 0.97], 0.95, older_than=("weight_decay",))
+    write_gtsrb_run(tmp_path, 0, [0.5, 0.99], 0.99, preset="plus", older_than=("weight_decay",))
+    write_gtsrb_run(tmp_path, 1, [0.5, 0.995], 0.985, preset="plus")
+
+    summaries = runs.list_runs(tmp_path)
+
+    assert [summary.config["seed"] for summary in results.preset_runs(summaries, "seed")] == [0]
+    assert [summary.config["seed"] for summary in results.preset_runs(summaries, "plus")] == [1]
+    older_plus = next(summary for summary in summaries
+                      if summary.config["preset"] == "plus" and "weight_decay" not in summary.config)
+    changes = reports.config_diff(older_plus.config)
+    assert [(change.setting, change.value, change.default) for change in changes] == [
+        ("weight_decay", 0.0, 0.05)]
 
 
 def test_the_band_is_drawn_on_the_accuracy_panel(tmp_path):

@@ -19,6 +19,7 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
 * ``weight_averaging``: momentum of an exponential moving average of the weights, in [0, 1)
   (0 = off); the average is what is validated and saved (the seed preset uses 0.999);
 * ``label_smoothing``: share of each training target spread over all classes, in [0, 1) (0 = off);
+* ``weight_decay``: decoupled weight decay, in [0, 1) (0 = off; ``lenet.make_optimizer``);
 * ``mirror_signs``: add the mirror images that are signs too (``core.datasets.signs.
   mirrored_signs``: left-right mirrors of symmetric signs and of mirror pairs such as keep
   right/keep left, upside-down and half-turned copies of a few) to the training set; the
@@ -52,6 +53,9 @@ DEFAULT_DATASET = "gtsrb"
 DATA_KEYS = ("labels_per_class", "train_size", "valid_size", "max_test_images")
 GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size",
                 "generator_version")
+# Keys added after runs were made, with the value those older runs trained with: an older
+# config without the key is compared as having it (``core.reports.implied_settings``).
+IMPLIED_WHEN_ABSENT = {"weight_decay": 0.0}
 # Options of other families that the CLI may pass; LeNet accepts them only when empty.
 FOREIGN_KEYS = ("strategy", "weights")
 # Training steps per compiled call. LeNet's steps take a few ms, so per-step Python and callback
@@ -147,6 +151,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     check_number(resolved, "random_blur", 0.0, 1.0)
     check_number(resolved, "weight_averaging", 0.0, 1.0, high_open=True)
     check_number(resolved, "label_smoothing", 0.0, 1.0, high_open=True)
+    check_number(resolved, "weight_decay", 0.0, 1.0, high_open=True)
     for key in ("batch_norm", "multi_scale", "mirror_signs", "spatial_transformer"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")

@@ -129,9 +129,10 @@ def _resolve(config: dict, runs_root) -> dict:
                          f"{lenet_part['spatial_transformer_size']!r}")
     lenet_part["spatial_transformer"] = False  # also when the preset (plus) has one
     lenet_part["spatial_transformer_size"] = 0  # likewise
-    # The few-shot and self-training figures were measured without label smoothing, which the
-    # plus preset took later (round 31): 0 unless a config asks for it.
+    # The few-shot and self-training figures were measured without label smoothing and weight
+    # decay, which the plus preset took later (rounds 31 and 37): 0 unless a config asks for them.
     lenet_part.setdefault("label_smoothing", 0.0)
+    lenet_part.setdefault("weight_decay", 0.0)
     lenet_part["time_budget_seconds"] = 0  # likewise
     lenet_part["dataset"] = extra["dataset"]
     resolved = lenet_family.resolve_config({**lenet_part, "model": lenet_family.MODEL_NAME})
