@@ -52,6 +52,10 @@ def test_lenet_transfer_networks_never_have_a_spatial_transformer(isolated_roots
     assert source["preset"] == "plus" and source["spatial_transformer"] is False
     # Nor the plus's label smoothing, unless asked: the few-shot figures were measured without it.
     assert source["label_smoothing"] == 0.0 and source["weight_decay"] == 0.0  # likewise
+    assert source["preprocessing"]["color"] == "grayscale"  # likewise (the plus preset: colour)
+    asked = lenet_transfer_family.resolve_config({**experiments.source_config("synthetic-signs"),
+                                                  "preprocessing": {"color": "rgb"}})
+    assert asked["preprocessing"]["color"] == "rgb"
     assert lenet_transfer_family.resolve_config({**experiments.source_config("synthetic-signs"),
                                                  "label_smoothing": 0.1})["label_smoothing"] == 0.1
     with pytest.raises(ValueError, match="no spatial transformer"):

@@ -46,7 +46,7 @@ def test_plus_preset_has_batch_norm_and_multi_scale_features():
     model, config = _build("plus")
     names = {layer.name for layer in model.layers}
     assert {"block1_bn", "multi_scale_features", "block1_skip_pool", "block2_skip_pool"} <= names
-    assert config["preprocessing"] == {"image_size": 32, "color": "grayscale", "equalization": "clahe",
+    assert config["preprocessing"] == {"image_size": 32, "color": "rgb", "equalization": "clahe",
                                        "blur": 0, "center_crop": 1.0}
     assert config["lr_schedule"] == "cosine"
     assert model.output_shape == (None, 43)
@@ -135,7 +135,7 @@ def test_the_plus_network_normalises_with_fused_batch_norm_and_survives_saving(t
     assert all(type(layer) is FusedBatchNormalization for layer in batch_norms)
     set_batch_norm_momentum(model, 0.5)
     assert {layer.momentum for layer in batch_norms} == {0.5}
-    images = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 1)).astype("float32")
+    images = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     model.save(tmp_path / "plus.keras")
     register_custom_layers()
     loaded = keras.saving.load_model(tmp_path / "plus.keras", safe_mode=True)
@@ -653,10 +653,13 @@ def test_committee_members_vote_by_averaging_and_learn_a_tiny_task(tmp_path):
     assert config["committee_size"] == lenet.COMMITTEE_MEMBERS >= 2
     plus = lenet_family.resolve_config({"model": "lenet5", "preset": "plus"})
     # Several plus networks take longer; the committee was measured without label smoothing and
-    # weight decay.
-    own = ("preset", "committee_size", "time_budget_seconds", "label_smoothing", "weight_decay")
+    # weight decay, and on grayscale.
+    own = ("preset", "committee_size", "time_budget_seconds", "label_smoothing", "weight_decay",
+           "preprocessing")
     assert {key: value for key, value in config.items() if key not in own} == {
         key: value for key, value in plus.items() if key not in own}
+    assert plus["preprocessing"] == {**config["preprocessing"], "color": "rgb"}
+    assert plus["preprocessing"]["color"] == lenet.PLUS_COLOR == "rgb"
     assert plus["committee_size"] == 1 and config["time_budget_seconds"] == 0
     assert plus["label_smoothing"] == lenet.PLUS_LABEL_SMOOTHING == 0.1 and config["label_smoothing"] == 0.0
     assert plus["weight_decay"] == lenet.PLUS_WEIGHT_DECAY == 0.05 and config["weight_decay"] == 0.0

@@ -7,8 +7,8 @@ paper's AnB; ``fine-tune``: trainable, AnB+) while the rest, and a new classifie
 control). Keys: the LeNet keys of ``core.models.lenet`` (``preset`` default ``plus``; ignored when
 a ``source_run`` fixes the architecture; never a spatial transformer, whose conv and dense layers
 would shift the ``transfer_layers`` count, so it is off even though the plus preset has one;
-``label_smoothing`` 0 unless set, as the few-shot figures were measured, although the plus preset
-has 0.1), plus ``classes``, ``labels_per_class``,
+``label_smoothing``, ``weight_decay`` 0 and grayscale input unless set, as the few-shot figures
+were measured, although the plus preset has 0.1, 0.05 and colour), plus ``classes``, ``labels_per_class``,
 ``source_run``, ``transfer_layers`` (n, counted over conv and dense layers in graph order;
 None = every convolution: the source's feature extractor, with a freshly initialised head),
 ``head_epochs`` (fine-tune: the first third of the epochs train only the new layers with the
@@ -133,6 +133,8 @@ def _resolve(config: dict, runs_root) -> dict:
     # decay, which the plus preset took later (rounds 31 and 37): 0 unless a config asks for them.
     lenet_part.setdefault("label_smoothing", 0.0)
     lenet_part.setdefault("weight_decay", 0.0)
+    # Likewise grayscale input, which the plus preset left for colour in round 38.
+    lenet_part["preprocessing"] = {"color": "grayscale", **(lenet_part.get("preprocessing") or {})}
     lenet_part["time_budget_seconds"] = 0  # likewise
     lenet_part["dataset"] = extra["dataset"]
     resolved = lenet_family.resolve_config({**lenet_part, "model": lenet_family.MODEL_NAME})
