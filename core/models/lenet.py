@@ -248,9 +248,8 @@ COMMITTEE_MEMBERS = 3
 # Its label smoothing and weight decay stay 0 and its input grayscale: the committee was measured
 # so (README), before the plus took them.
 PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS,
-                        "time_budget_seconds": 0, "label_smoothing": 0.0, "weight_decay": 0.0}
-PRESETS["committee"]["preprocessing"]["color"] = "grayscale"
-
+                        "time_budget_seconds": 0, "label_smoothing": 0.0, "weight_decay": 0.0,
+                        "preprocessing": {**PRESETS["plus"]["preprocessing"], "color": "grayscale"}}
 
 # What each setting means (the train page shows these as help texts).
 FIELD_HELP = {

@@ -8,8 +8,8 @@ control). Keys: the LeNet keys of ``core.models.lenet`` (``preset`` default ``pl
 a ``source_run`` fixes the architecture; never a spatial transformer, whose conv and dense layers
 would shift the ``transfer_layers`` count, so it is off even though the plus preset has one;
 ``label_smoothing``, ``weight_decay`` 0 and grayscale input unless set, as the few-shot figures
-were measured, although the plus preset has 0.1, 0.05 and colour), plus ``classes``, ``labels_per_class``,
-``source_run``, ``transfer_layers`` (n, counted over conv and dense layers in graph order;
+were measured, although the plus preset has 0.1, 0.05 and colour), plus ``classes``,
+``labels_per_class``, ``source_run``, ``transfer_layers`` (n, counted over conv and dense layers in graph order;
 None = every convolution: the source's feature extractor, with a freshly initialised head),
 ``head_epochs`` (fine-tune: the first third of the epochs train only the new layers with the
 copied ones frozen, then everything trains at ``fine_tune_learning_rate_factor`` (0.3) times the
