@@ -14,8 +14,10 @@ it is imported; the order is plain, job, plain, job, ... (``--repeats``):
   activation then runs on a quarter of the values), the worker turns TensorFlow's oneDNN CPU
   kernels on (``core.environment.prefer_onednn_kernels``), turns tf.data's autotuning off in
   Keras' array pipelines (``core.environment.disable_tf_data_autotune``: no idle pause between
-  epochs) and compiles through ``lenet_family.compile_lenet`` (``STEPS_PER_EXECUTION`` steps
-  per call).
+  epochs), compiles through ``lenet_family.compile_lenet`` (``STEPS_PER_EXECUTION`` steps
+  per call) and, since round 39, fits the preset's ``batch_branches`` (2) parts of each batch
+  side by side (``lenet_family.build_models``) with one CPU thread per operation on 2 cores
+  (``core.environment.share_cpu_threads``).
 
 TensorFlow turns oneDNN on by itself on some CPUs (then most of the gain goes) and leaves it off
 on others (a 2-core AMD EPYC here): the script prints which, from the plain arm's TensorFlow.
@@ -64,19 +66,22 @@ def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
     from core.models import lenet
     from core.training import lenet_family, trainer
 
-    if arm == "job":
-        environment.disable_tf_data_autotune()
-
     config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed", "dataset": dataset,
                                           "epochs": epochs})
-    if arm == "plain":
+    if arm == "job":
+        environment.share_cpu_threads(config["batch_branches"])
+        environment.disable_tf_data_autotune()
+    else:
         config["block_order"] = "textbook"
     train_split, val_split, _ = trainer.load_prepared_splits(config)
     steps = -(-len(train_split) // config["batch_size"])
     keras.utils.set_random_seed(config["seed"])
-    model = lenet.build_from_config(config, len(train_split.class_names),
-                                    tuple(train_split.images.shape[1:]),
-                                    preprocess.build_augmentation(config["augmentation"]))
+    num_classes, input_shape = len(train_split.class_names), tuple(train_split.images.shape[1:])
+    if arm == "job":
+        model, _ = lenet_family.build_models(config, num_classes, input_shape)
+    else:
+        model = lenet.build_from_config(config, num_classes, input_shape,
+                                        preprocess.build_augmentation(config["augmentation"]))
     lenet_family.compile_lenet(model, config, steps,
                                lenet_family.STEPS_PER_EXECUTION if arm == "job" else 1)
     timer = make_timer()

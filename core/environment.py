@@ -13,6 +13,9 @@ NVIDIA_SMI_TIMEOUT_SECONDS = 5
 # a seed-preset LeNet training step took 41 ms with them off and 15 ms with them on). Training
 # and inference processes turn them on unless the user set the variable.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# TensorFlow's own setting of the threads each operation may use (``share_cpu_threads`` leaves a
+# user's value alone).
+INTRA_OP_THREADS_ENV = "TF_NUM_INTRAOP_THREADS"
 
 
 def prefer_onednn_kernels(environment_vars: dict | None = None) -> None:
@@ -25,6 +28,49 @@ def prefer_onednn_kernels(environment_vars: dict | None = None) -> None:
     """
     target = os.environ if environment_vars is None else environment_vars
     target.setdefault(ONEDNN_ENV, "1")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows
+        return os.cpu_count() or 1
+
+
+def share_cpu_threads(branches: int) -> int | None:
+    """Gives each of ``branches`` side-by-side parts of a training step its share of the cores.
+
+    With ``lenet.build_batch_branches`` a step runs its batch in parts whose operations are
+    independent. TensorFlow then runs the parts at once (its inter-op pool has a thread per
+    core), and each operation splits its work over the intra-op pool. For operations as small as
+    a LeNet's that splitting costs more than it gains: one intra-op thread per part, on a 2-core
+    machine, gave steady seed-preset epochs of 2.5-3.1 s against 3.3-3.8 s with the default
+    (two parts each time). So each part gets ``usable_cores() // branches`` threads (at least
+    one). Call it before TensorFlow runs its first operation; it changes only this process.
+
+    Args:
+        branches: parts per training batch (``batch_branches``); 1 changes nothing.
+
+    Returns:
+        The intra-op threads now set, or None when nothing changed: one branch, a backend
+        other than TensorFlow, ``TF_NUM_INTRAOP_THREADS`` set by the user, or a TensorFlow
+        that already runs (its thread pools are fixed then).
+    """
+    if int(branches) <= 1 or os.environ.get(INTRA_OP_THREADS_ENV):
+        return None
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    threads = max(1, usable_cores() // int(branches))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow's context already exists
+        return None
+    return threads
 
 
 def disable_tf_data_autotune() -> bool:

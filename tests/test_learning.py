@@ -52,6 +52,14 @@ def test_seed_preset_learns_synthetic_signs_within_four_epochs(synthetic_data_ro
     assert accuracies[-1] > accuracies[0]  # it keeps learning, epoch after epoch
     results = runs.read_results(run_dir)
     assert results["test_accuracy"] >= SEED_TARGET_VAL_ACCURACY > 10 * SYNTHETIC_CHANCE
+    # The preset fits each batch in two parts side by side, and saves the one-pass network.
+    from core.models import register_custom_layers
+
+    register_custom_layers()
+    assert runs.read_config(run_dir)["batch_branches"] == 2
+    saved = keras.saving.load_model(run_dir / runs.MODEL_FILE, compile=False, safe_mode=True)
+    assert saved.name == "lenet5_seed"
+    assert not [layer.name for layer in saved.layers if layer.name.startswith("batch_part")]
 
 
 def test_transfer_head_beats_chance_on_a_fixed_seed(dogs_data_root, monkeypatch, tmp_path):

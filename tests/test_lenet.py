@@ -696,3 +696,104 @@ def test_committee_members_vote_by_averaging_and_learn_a_tiny_task(tmp_path):
     np.testing.assert_allclose(exported.predict_on_batch(images[:8]), vote, atol=1e-5)
     with pytest.raises(ValueError, match="committee_size"):
         lenet.build_committee({**small, "committee_size": 1}, 4, (32, 32, 1), lambda: None)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 128])
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_batch_parts_cover_the_batch_in_order(size, parts):
+    from core.models.layers import BatchPart
+
+    batch = np.arange(size * 2, dtype="float32").reshape(size, 2)
+    pieces = [np.asarray(BatchPart(part, parts)(batch)) for part in range(parts)]
+    np.testing.assert_array_equal(np.concatenate(pieces), batch)
+    assert max(len(piece) for piece in pieces) - min(len(piece) for piece in pieces) <= 1
+
+
+@pytest.mark.parametrize("part, parts", [(2, 2), (-1, 2), (0, 0), (True, 2), (0, 2.0)])
+def test_batch_part_rejects_a_part_outside_its_count(part, parts):
+    from core.models.layers import BatchPart
+
+    with pytest.raises(ValueError, match="part"):
+        BatchPart(part, parts)
+
+
+def _branch_free_config(**settings):
+    """A small seed-preset LeNet without random layers, so two models can be compared exactly."""
+    return lenet_family.resolve_config({
+        "model": "lenet5", "preset": "seed", "conv_filters": [4, 8], "dense_units": [16],
+        "dropout": 0.0, "random_blur": 0.0, "weight_averaging": 0.0, "learning_rate": 0.01,
+        "augmentation": {"rotation_degrees": 0.0, "low_resolution": 0.0}, **settings})
+
+
+def test_batch_branches_compute_the_same_outputs_and_training_steps_as_one_pass():
+    import keras
+
+    config = _branch_free_config()
+    assert config["batch_branches"] == 2
+    keras.utils.set_random_seed(0)
+    model = lenet.build_from_config(config, 4, (32, 32, 1))
+    twin = lenet.build_from_config(config, 4, (32, 32, 1))
+    twin.set_weights(model.get_weights())
+    branches = lenet.build_batch_branches(twin, 3)
+    assert lenet.build_batch_branches(model, 1) is model
+    assert {layer.name for layer in branches.layers} >= {"batch_part0", "batch_part2", "joined_parts"}
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (37, 32, 32, 1)).astype("float32")  # 37 = 12 + 12 + 13
+    labels = rng.integers(0, 4, 37)
+    np.testing.assert_allclose(branches.predict_on_batch(images), model.predict_on_batch(images),
+                               atol=1e-6)
+    # One Adam step over the whole batch from the same weights: the same mean loss, so the same
+    # gradients and the same new weights (the parts only add in another order).
+    for fitted in (model, branches):
+        lenet_family.compile_lenet(fitted, config, steps_per_epoch=1, steps_per_execution=1)
+        fitted.train_on_batch(images, labels)
+    for trained, reference in zip(twin.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(trained, reference, atol=1e-5)
+    assert not np.allclose(model.get_weights()[0], lenet.build_from_config(
+        config, 4, (32, 32, 1)).get_weights()[0])  # the step did change the weights
+
+
+def test_batch_branches_refuse_batch_norm_and_bad_counts():
+    import keras
+
+    normalised = lenet.build_from_config(_branch_free_config(batch_norm=True), 4, (32, 32, 1))
+    with pytest.raises(ValueError, match="without batch normalisation.*block1_bn"):
+        lenet.build_batch_branches(normalised, 2)
+    plain = lenet.build_from_config(_branch_free_config(), 4, (32, 32, 1))
+    for branches in (0, lenet.MAX_BATCH_BRANCHES + 1, 2.0, True):
+        with pytest.raises(ValueError, match=r"branches must be an integer in \[1, 16\], received"):
+            lenet.build_batch_branches(plain, branches)
+    assert isinstance(lenet.build_batch_branches(plain, 2), keras.Model)
+
+
+def test_the_seed_preset_alone_cuts_its_batches_and_falls_back_where_it_cannot():
+    from core.training import lenet_transfer_family
+
+    def resolved(**settings):
+        return lenet_family.resolve_config({"model": "lenet5", **settings})["batch_branches"]
+
+    assert lenet.PRESETS["seed"]["batch_branches"] == lenet.SEED_BATCH_BRANCHES == 2
+    assert [resolved(preset=preset) for preset in ("classic", "plus", "committee")] == [1, 1, 1]
+    assert resolved(preset="seed") == 2
+    # The preset's value gives way to settings it cannot run with...
+    assert resolved(preset="seed", batch_norm=True) == 1
+    assert resolved(preset="seed", committee_size=2) == 1
+    assert resolved(preset="seed", batch_branches=1) == 1
+    assert resolved(preset="classic", batch_branches=3) == 3
+    # ...but a config that asks for branches with them is refused.
+    with pytest.raises(ValueError, match="batch_branches 2 needs batch_norm false.*batch_norm=True"):
+        lenet_family.resolve_config({"model": "lenet5", "preset": "seed", "batch_norm": True,
+                                     "batch_branches": 2})
+    with pytest.raises(ValueError, match="received committee_size=3"):
+        lenet_family.resolve_config({"model": "lenet5", "preset": "plus", "batch_norm": False,
+                                     "committee_size": 3, "batch_branches": 2})
+    for value in (0, 17, 1.5, "2"):
+        with pytest.raises(ValueError, match="batch_branches must be an int in 1..16"):
+            lenet_family.resolve_config({"model": "lenet5", "batch_branches": value})
+    # Older runs predate the key: they trained in one pass.
+    assert lenet_family.IMPLIED_WHEN_ABSENT["batch_branches"] == 1
+    # lenet5-transfer runs swap and freeze models between stages: one pass, also from the seed.
+    transfer = {"model": "lenet5-transfer", "preset": "seed", "dataset": "synthetic-signs"}
+    assert lenet_transfer_family.resolve_config(transfer)["batch_branches"] == 1
+    with pytest.raises(ValueError, match="one pass per batch.*batch_branches=2"):
+        lenet_transfer_family.resolve_config({**transfer, "batch_branches": 2})

@@ -22,8 +22,10 @@ NUM_CLASSES = 43
 def write_run(state: str, *, epochs_done: int = 3, total_epochs: int = 5, results: bool = False,
               model: bool = False, config_extra: dict | None = None, pid: int | None = None):
     """A run folder as a worker leaves it, written through core.runs."""
+    # Today's seed preset records its batch parts (a run without the key trained in one pass).
     config = {"model": "lenet5", "preset": "seed", "dataset": "synthetic-signs",
-              "epochs": total_epochs, "preprocessing": {"image_size": 32}, **(config_extra or {})}
+              "epochs": total_epochs, "preprocessing": {"image_size": 32},
+              "batch_branches": lenet.SEED_BATCH_BRANCHES, **(config_extra or {})}
     run_dir = runs.create_run(config)
     for epoch in range(1, epochs_done + 1):
         runs.append_metrics(run_dir, {"epoch": epoch, "loss": 2.0 / epoch, "accuracy": 0.5 + 0.1 * epoch,

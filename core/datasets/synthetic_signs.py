@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 from core import paths
 from core.datasets import base, cache, signs
+from core.environment import usable_cores
 
 # 2: GTSRB-like framing and domain randomisation; 3: pictograms closer to real signs:
 # speed-limit digits tall and narrow (DIN 1451), lower cars, a lorry seen from behind, a smaller
@@ -581,13 +581,6 @@ def generate(class_ids, count_per_class: int, split: str = "train", image_size: 
             position += 1
     return images, labels, file_names
 
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows
-        return os.cpu_count() or 1
 
 
 def generation_processes(total_images: int) -> int:

@@ -540,3 +540,34 @@ class TrainingModeWrapper(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+
+class BatchPart(keras.layers.Layer):
+    """Passes on one of ``parts`` consecutive, near-equal parts of its batch.
+
+    Part ``part`` of a batch of ``n`` images holds images ``n * part // parts`` up to (not
+    including) ``n * (part + 1) // parts``, so the parts together are the batch, in order, also
+    when ``n`` does not divide evenly (or is smaller than ``parts``: some parts are then empty).
+    ``lenet.build_batch_branches`` uses one per branch. Not registered for saving: it only lives
+    inside training models that are never saved.
+
+    Args:
+        part: which part, in [0, ``parts``).
+        parts: how many parts the batch is cut into, at least 1.
+    """
+
+    def __init__(self, part: int, parts: int, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise ValueError(f"parts must be an integer of at least 1, received {parts!r}")
+        if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part < parts:
+            raise ValueError(f"part must be an integer in [0, {parts}), received {part!r}")
+        self.part = part
+        self.parts = parts
+
+    def call(self, inputs):
+        size = ops.shape(inputs)[0]
+        return inputs[(size * self.part) // self.parts:(size * (self.part + 1)) // self.parts]
+
+    def compute_output_shape(self, input_shape):
+        return (None,) + tuple(input_shape[1:])

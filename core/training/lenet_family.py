@@ -24,6 +24,11 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   mirrored_signs``: left-right mirrors of symmetric signs and of mirror pairs such as keep
   right/keep left, upside-down and half-turned copies of a few) to the training set; the
   43 GTSRB classes only (gtsrb, synthetic-signs);
+* ``batch_branches``: parts each training batch is cut into, run through the network side by
+  side, one CPU thread each (``lenet.build_batch_branches``; the seed preset uses
+  ``lenet.SEED_BATCH_BRANCHES``, others 1). It needs a network without batch norm, one network
+  (``committee_size`` 1) and ``distribute`` "none": when a config does not name it, a preset's
+  value falls back to 1 where those do not hold; a config that asks for more is refused;
 * ``committee_size``: networks trained side by side that vote by averaging (1 = one network; the
   ``committee`` preset uses several, see ``lenet.build_committee``);
 * ``time_budget_seconds``: seconds the run may take from its start (0 = no limit; the plus
@@ -55,14 +60,14 @@ GENERAL_KEYS = ("model", "preset", "dataset", "seed", "distribute", "image_size"
                 "generator_version")
 # Keys added after runs were made, with the value those older runs trained with: an older
 # config without the key is compared as having it (``core.reports.implied_settings``).
-IMPLIED_WHEN_ABSENT = {"weight_decay": 0.0}
+IMPLIED_WHEN_ABSENT = {"weight_decay": 0.0, "batch_branches": 1}
 # Options of other families that the CLI may pass; LeNet accepts them only when empty.
 FOREIGN_KEYS = ("strategy", "weights")
 # Training steps per compiled call. LeNet's steps take a few ms, so per-step Python and callback
 # overhead is a visible share of an epoch; 32 steps per call measured 1.12x faster epochs than
 # Keras' default on 2 idle cores. Batch callbacks (progress, cancel) then fire every 32 steps.
 # ``bench/bench_lenet_fit.py`` measures the whole job path (this, oneDNN kernels in the worker,
-# one RandomAffine resampling) against a plain fit.
+# one RandomAffine resampling, batch branches) against a plain fit.
 STEPS_PER_EXECUTION = 32
 ALLOWED_KEYS = frozenset(
     set(lenet.PRESETS[lenet.DEFAULT_PRESET]) | set(DATA_KEYS) | set(GENERAL_KEYS) | set(FOREIGN_KEYS)
@@ -155,6 +160,7 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     for key in ("batch_norm", "multi_scale", "mirror_signs", "spatial_transformer"):
         if not isinstance(resolved[key], bool):
             raise ValueError(f"{key} must be true or false, received {resolved[key]!r}")
+    _check_batch_branches(resolved, asked="batch_branches" in config)
     _int_list(resolved, "conv_filters")
     _int_list(resolved, "dense_units", allow_empty=True)
     kernel = resolved["kernel_size"]
@@ -169,6 +175,27 @@ def resolve_config(config: dict, runs_root=None) -> dict:
     resolved["augmentation"] = preprocess.resolve_augmentation(resolved["augmentation"])
     _check_fits(resolved)
     return resolved
+
+
+def _check_batch_branches(resolved: dict, asked: bool) -> None:
+    """Checks ``batch_branches``; a preset's value that cannot apply falls back to 1.
+
+    Args:
+        resolved: the config being resolved (changed in place).
+        asked: whether the user's config named ``batch_branches`` (then a conflict is an error).
+    """
+    check_int(resolved, "batch_branches", maximum=lenet.MAX_BATCH_BRANCHES)
+    if resolved["batch_branches"] == 1:
+        return
+    conflicts = [f"{key}={resolved[key]!r}" for key, allowed in
+                 (("batch_norm", False), ("committee_size", 1), ("distribute", "none"))
+                 if resolved[key] != allowed]
+    if not conflicts:
+        return
+    if asked:
+        raise ValueError(f"batch_branches {resolved['batch_branches']} needs batch_norm false, "
+                         f"committee_size 1 and distribute 'none'; received {', '.join(conflicts)}")
+    resolved["batch_branches"] = 1
 
 
 def _record_generator_version(resolved: dict) -> None:
@@ -231,6 +258,31 @@ def compile_lenet(model, config: dict, steps_per_epoch: int,
                   steps_per_execution=int(steps_per_execution))
 
 
+def build_models(config: dict, num_classes: int, input_shape) -> tuple:
+    """Builds the model a resolved config trains, and the one it saves.
+
+    Args:
+        config: a resolved LeNet config.
+        num_classes: output units.
+        input_shape: (height, width, channels) of the preprocessed images.
+
+    Returns:
+        ``(fit_model, model)``: ``model`` is what is validated against, saved and served; the
+        ``fit_model`` trains its weights. They differ for a committee (every member's output,
+        ``lenet.build_committee``) and with ``batch_branches`` > 1
+        (``lenet.build_batch_branches``); otherwise both are the same model.
+    """
+    from core.datasets import preprocess
+
+    def make_augmentation():
+        return preprocess.build_augmentation(config["augmentation"])
+
+    if config["committee_size"] > 1:  # fit the members side by side, save their vote
+        return lenet.build_committee(config, num_classes, input_shape, make_augmentation)
+    model = lenet.build_from_config(config, num_classes, input_shape, make_augmentation())
+    return lenet.build_batch_branches(model, int(config.get("batch_branches", 1))), model
+
+
 def _with_mirrored_signs(images, labels, class_names):
     """The training arrays plus ``signs.mirrored_signs``' extra images."""
     from core.datasets import signs
@@ -250,7 +302,6 @@ def train(context) -> None:
     """
     import keras
 
-    from core.datasets import preprocess
     from core.training.trainer import load_prepared_splits
 
     config = context.config
@@ -277,22 +328,15 @@ def train(context) -> None:
     steps_per_epoch = max(1, math.ceil(len(train_labels) / batch_size))
     input_shape = tuple(train_split.images.shape[1:])
     with context.scope():
-        def make_augmentation():
-            return preprocess.build_augmentation(config["augmentation"])
-
-        if config["committee_size"] > 1:  # fit the members side by side, save their vote
-            fit_model, model = lenet.build_committee(config, len(class_names), input_shape,
-                                                     make_augmentation)
-        else:
-            model = fit_model = lenet.build_from_config(config, len(class_names), input_shape,
-                                                        make_augmentation())
+        fit_model, model = build_models(config, len(class_names), input_shape)
         schedule = lenet.learning_rate_schedule(config, steps_per_epoch)
         # Keras' multi-step loop fails under MirroredStrategy ("must feed a value for
         # placeholder tensor"), so a distributed fit runs one step per call.
         compile_lenet(fit_model, config, steps_per_epoch,
                       STEPS_PER_EXECUTION if config["distribute"] == "none" else 1, schedule)
-    logger.info("Model %s: %d parameters, %d steps per epoch", model.name, model.count_params(),
-                steps_per_epoch)
+    logger.info("Model %s: %d parameters, %d steps per epoch%s", model.name, model.count_params(),
+                steps_per_epoch, f", each batch in {config['batch_branches']} parts side by side"
+                if config.get("batch_branches", 1) > 1 else "")
     epochs = config["epochs"]
     fit_model.fit(
         train_images, train_labels,

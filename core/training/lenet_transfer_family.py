@@ -122,6 +122,11 @@ def _resolve(config: dict, runs_root) -> dict:
         raise ValueError(f"{MODEL_NAME} runs have no time budget (their stages and few-shot arms "
                          "train for set epochs); received time_budget_seconds="
                          f"{lenet_part['time_budget_seconds']!r}")
+    if (lenet_part.get("batch_branches") or 1) != 1:
+        raise ValueError(f"{MODEL_NAME} runs train in one pass per batch (their stages swap "
+                         "models and freeze layers); received batch_branches="
+                         f"{lenet_part['batch_branches']!r}")
+    lenet_part["batch_branches"] = 1  # also when the preset (seed) has more
     lenet_part["preset"] = extra.pop("preset")
     if lenet_part.get("spatial_transformer_size"):
         raise ValueError(f"{MODEL_NAME} networks have no spatial transformer, so no "

@@ -642,6 +642,11 @@ def run_training(run_dir, *, console: bool = False, heartbeat: bool = True,
             raise TrainingCancelled("cancelled before training started")
         from core.training.families import family_module
 
+        # Before TensorFlow's first operation: a batch in parts runs one part per core.
+        threads = environment.share_cpu_threads(int(config.get("batch_branches") or 1))
+        if threads is not None:
+            logger.info("CPU threads per operation: %d (batch in %d parts)", threads,
+                        config["batch_branches"])
         environment.disable_tf_data_autotune()  # no idle pauses between epochs (see there)
         family = family_module(str(config.get("model")))
         strategy = make_strategy(config)
