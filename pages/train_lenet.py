@@ -37,7 +37,8 @@ FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule", "
           "dropout", "random_blur", "color", "equalization", "center_crop", "rotation_degrees",
           "shift", "zoom", "low_resolution", "occlusion",
           "labels_per_class", "epoch_repeats", "committee_size", "mirror_signs",
-          "spatial_transformer", "spatial_transformer_size", "time_budget_seconds")
+          "spatial_transformer", "spatial_transformer_size", "time_budget_seconds",
+          "batch_branches")
 
 
 def _as_text(values) -> str:
@@ -68,6 +69,7 @@ def preset_field_values(preset: str) -> dict:
         "spatial_transformer": config["spatial_transformer"],
         "spatial_transformer_size": config["spatial_transformer_size"],
         "time_budget_seconds": config["time_budget_seconds"],
+        "batch_branches": config["batch_branches"],
     }
 
 
@@ -120,6 +122,10 @@ def config_from_form(state, preset: str, dataset: str) -> dict:
         config["preprocessing"]["center_crop"] = crop
     else:  # the preset's crop: the family applies it to the datasets it was measured on
         del config["preprocessing"]["center_crop"]
+    if int(value["batch_branches"]) != base["batch_branches"]:
+        # Only a changed value is sent: the preset's own falls back to one pass by itself where
+        # it cannot apply (batch norm, a committee), while an asked-for one is checked.
+        config["batch_branches"] = int(value["batch_branches"])
     if int(value["labels_per_class"] or 0) > 0:
         config["labels_per_class"] = int(value["labels_per_class"])
     return config
@@ -177,6 +183,9 @@ def render_form() -> None:
                                 max_value=MAXIMUMS["time_budget_seconds"], step=60,
                                 key=f"{KEY}_time_budget_seconds",
                                 help=help_text["time_budget_seconds"])
+        columns[1].number_input("Batch parts side by side", min_value=1,
+                                max_value=lenet.MAX_BATCH_BRANCHES, step=1,
+                                key=f"{KEY}_batch_branches", help=help_text["batch_branches"])
         st.markdown("**Network**")
         columns = st.columns(4)
         columns[0].text_input("Filters per conv stage", key=f"{KEY}_conv_filters",

@@ -797,3 +797,26 @@ def test_the_seed_preset_alone_cuts_its_batches_and_falls_back_where_it_cannot()
     assert lenet_transfer_family.resolve_config(transfer)["batch_branches"] == 1
     with pytest.raises(ValueError, match="one pass per batch.*batch_branches=2"):
         lenet_transfer_family.resolve_config({**transfer, "batch_branches": 2})
+
+
+def test_batch_branches_draw_their_own_augmentation_in_a_compiled_step():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("checks TensorFlow's ordering of the seed generators' updates in a graph")
+    import tensorflow as tf
+
+    from core.datasets import preprocess
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed"})
+    images = keras.Input((32, 32, 1))
+    augmented = keras.layers.Dropout(0.5, seed=1)(preprocess.build_augmentation(
+        config["augmentation"])(images))
+    branches = lenet.build_batch_branches(keras.Model(images, augmented), 2)
+    same_image = np.tile(np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 1)), (4, 1, 1, 1))
+    # Both parts call the same layers in one graph: were their seeds read before either part
+    # advanced them, image k of each part would get the same warp and dropout mask.
+    outputs = tf.function(lambda batch: branches(batch, training=True))(
+        same_image.astype("float32")).numpy()
+    assert not np.allclose(outputs[0], outputs[2]) and not np.allclose(outputs[1], outputs[3])
+    assert not np.allclose(outputs[0], outputs[1])

@@ -134,8 +134,36 @@ def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_
         assert config["augmentation"]["low_resolution"] == pytest.approx(0.35)
         assert config["augmentation"]["occlusion"] == pytest.approx(0.25)
         assert config["augmentation"]["rotation_degrees"] == 10.0
+        assert config["batch_branches"] == lenet.SEED_BATCH_BRANCHES  # the preset's, unchanged
         assert jobs.status(run_id)["state"] == runs.QUEUED
         assert any("Queued" in element.value for element in app.info)
+    finally:
+        if run_id:
+            jobs.cancel(run_id)
+        slot.release()
+
+
+def test_batch_parts_fall_back_to_one_pass_with_batch_norm_unless_asked_for(
+        isolated_roots, synthetic_data_root, monkeypatch):
+    monkeypatch.setenv("TLLAB_DATA_DIR", str(synthetic_data_root))
+    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "1")
+    slot = jobs.try_acquire_slot(isolated_roots["runs"])  # the worker waits, queued, without TF
+    run_id = None
+    try:
+        app = run_page(TRAIN_PAGE)
+        assert app.number_input(key="train_lenet_batch_branches").value == lenet.SEED_BATCH_BRANCHES
+        app.checkbox(key="train_lenet_batch_norm").check()
+        app.number_input(key="train_lenet_batch_branches").set_value(3)
+        app.button(key="train_lenet_start").click().run()
+        assert not app.exception and not app.session_state["train_lenet_run_id"]
+        assert any("batch_branches 3 needs batch_norm false" in error.value for error in app.error)
+        # The preset's own value gives way to batch norm by itself.
+        app.number_input(key="train_lenet_batch_branches").set_value(lenet.SEED_BATCH_BRANCHES)
+        app.button(key="train_lenet_start").click().run()
+        assert not app.exception
+        run_id = app.session_state["train_lenet_run_id"]
+        config = runs.read_config(runs.run_path(run_id))
+        assert config["batch_norm"] is True and config["batch_branches"] == 1
     finally:
         if run_id:
             jobs.cancel(run_id)

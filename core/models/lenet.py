@@ -312,6 +312,12 @@ FIELD_HELP = {
                            "is shortened to reach zero at the new last epoch; other schedules keep "
                            f"their steps. The plus preset uses {PLUS_TIME_BUDGET_SECONDS} s (15 "
                            "minutes on 2 cores, less starting up and scoring).",
+    "batch_branches": "Parts each training batch is cut into; the parts run through the same "
+                      "network side by side, each on its share of the CPU cores. The same network "
+                      "and gradients as one pass (1), only faster on a few cores for a network as "
+                      "small as this; the random augmentation comes in another order. Not with "
+                      "batch normalisation or a committee (the preset's value then falls back "
+                      f"to 1). The seed preset uses {SEED_BATCH_BRANCHES}.",
     "spatial_transformer": "Puts a spatial transformer in front of the network: a small network "
                            "that learns to centre, scale and straighten each image before it is "
                            "classified (Jaderberg et al. 2015).",
