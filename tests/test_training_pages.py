@@ -107,67 +107,68 @@ def test_choosing_a_preset_loads_its_defaults(isolated_roots):
     assert app.number_input(key="train_lenet_time_budget_seconds").value == 0
 
 
-def test_start_submits_a_job_and_shows_it_queued(isolated_roots, synthetic_data_root, monkeypatch):
+@pytest.fixture
+def queued_jobs(isolated_roots, synthetic_data_root, monkeypatch):
+    """Jobs the Train page submits stay queued: the one slot is held, so no worker imports TF.
+
+    Yields a list; the test appends the run ids it made, and they are cancelled afterwards.
+    """
     monkeypatch.setenv("TLLAB_DATA_DIR", str(synthetic_data_root))
     monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "1")
-    slot = jobs.try_acquire_slot(isolated_roots["runs"])  # the worker waits, queued, without TF
-    run_id = None
+    slot = jobs.try_acquire_slot(isolated_roots["runs"])
+    run_ids: list[str] = []
     try:
-        app = run_page(TRAIN_PAGE)
-        app.number_input(key="train_lenet_epochs").set_value(1)
-        app.number_input(key="train_lenet_labels_per_class").set_value(2)
-        app.slider(key="train_lenet_center_crop").set_value(0.9)
-        app.number_input(key="train_lenet_time_budget_seconds").set_value(600)
-        # A transformer size without the transformer (the seed preset has none) is not sent.
-        app.number_input(key="train_lenet_spatial_transformer_size").set_value(24)
-        app.slider(key="train_lenet_low_resolution").set_value(0.35)
-        app.slider(key="train_lenet_occlusion").set_value(0.25)
-        app.button(key="train_lenet_start").click().run()
-        assert not app.exception
-        run_id = app.session_state["train_lenet_run_id"]
-        config = runs.read_config(runs.run_path(run_id))
-        assert (config["epochs"], config["labels_per_class"], config["dataset"]) == (1, 2, "synthetic-signs")
-        assert config["conv_filters"] == [6, 16]
-        assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
-        assert config["time_budget_seconds"] == 600
-        assert config["spatial_transformer"] is False and config["spatial_transformer_size"] == 0
-        assert config["augmentation"]["low_resolution"] == pytest.approx(0.35)
-        assert config["augmentation"]["occlusion"] == pytest.approx(0.25)
-        assert config["augmentation"]["rotation_degrees"] == 10.0
-        assert config["batch_branches"] == lenet.SEED_BATCH_BRANCHES  # the preset's, unchanged
-        assert jobs.status(run_id)["state"] == runs.QUEUED
-        assert any("Queued" in element.value for element in app.info)
+        yield run_ids
     finally:
-        if run_id:
+        for run_id in run_ids:
             jobs.cancel(run_id)
         slot.release()
 
 
-def test_batch_parts_fall_back_to_one_pass_with_batch_norm_unless_asked_for(
-        isolated_roots, synthetic_data_root, monkeypatch):
-    monkeypatch.setenv("TLLAB_DATA_DIR", str(synthetic_data_root))
-    monkeypatch.setenv("TLLAB_MAX_CONCURRENT_JOBS", "1")
-    slot = jobs.try_acquire_slot(isolated_roots["runs"])  # the worker waits, queued, without TF
-    run_id = None
-    try:
-        app = run_page(TRAIN_PAGE)
-        assert app.number_input(key="train_lenet_batch_branches").value == lenet.SEED_BATCH_BRANCHES
-        app.checkbox(key="train_lenet_batch_norm").check()
-        app.number_input(key="train_lenet_batch_branches").set_value(3)
-        app.button(key="train_lenet_start").click().run()
-        assert not app.exception and not app.session_state["train_lenet_run_id"]
-        assert any("batch_branches 3 needs batch_norm false" in error.value for error in app.error)
-        # The preset's own value gives way to batch norm by itself.
-        app.number_input(key="train_lenet_batch_branches").set_value(lenet.SEED_BATCH_BRANCHES)
-        app.button(key="train_lenet_start").click().run()
-        assert not app.exception
-        run_id = app.session_state["train_lenet_run_id"]
-        config = runs.read_config(runs.run_path(run_id))
-        assert config["batch_norm"] is True and config["batch_branches"] == 1
-    finally:
-        if run_id:
-            jobs.cancel(run_id)
-        slot.release()
+def _started_config(app, run_ids: list[str]) -> dict:
+    """Clicks Start and returns the submitted job's config (its run id joins ``run_ids``)."""
+    app.button(key="train_lenet_start").click().run()
+    assert not app.exception
+    run_ids.append(app.session_state["train_lenet_run_id"])
+    return runs.read_config(runs.run_path(run_ids[-1]))
+
+
+def test_start_submits_a_job_and_shows_it_queued(queued_jobs):
+    app = run_page(TRAIN_PAGE)
+    app.number_input(key="train_lenet_epochs").set_value(1)
+    app.number_input(key="train_lenet_labels_per_class").set_value(2)
+    app.slider(key="train_lenet_center_crop").set_value(0.9)
+    app.number_input(key="train_lenet_time_budget_seconds").set_value(600)
+    # A transformer size without the transformer (the seed preset has none) is not sent.
+    app.number_input(key="train_lenet_spatial_transformer_size").set_value(24)
+    app.slider(key="train_lenet_low_resolution").set_value(0.35)
+    app.slider(key="train_lenet_occlusion").set_value(0.25)
+    config = _started_config(app, queued_jobs)
+    assert (config["epochs"], config["labels_per_class"], config["dataset"]) == (1, 2, "synthetic-signs")
+    assert config["conv_filters"] == [6, 16]
+    assert config["preprocessing"]["center_crop"] == pytest.approx(0.9)
+    assert config["time_budget_seconds"] == 600
+    assert config["spatial_transformer"] is False and config["spatial_transformer_size"] == 0
+    assert config["augmentation"]["low_resolution"] == pytest.approx(0.35)
+    assert config["augmentation"]["occlusion"] == pytest.approx(0.25)
+    assert config["augmentation"]["rotation_degrees"] == 10.0
+    assert config["batch_branches"] == lenet.SEED_BATCH_BRANCHES  # the preset's, unchanged
+    assert jobs.status(queued_jobs[-1])["state"] == runs.QUEUED
+    assert any("Queued" in element.value for element in app.info)
+
+
+def test_batch_parts_fall_back_to_one_pass_with_batch_norm_unless_asked_for(queued_jobs):
+    app = run_page(TRAIN_PAGE)
+    assert app.number_input(key="train_lenet_batch_branches").value == lenet.SEED_BATCH_BRANCHES
+    app.checkbox(key="train_lenet_batch_norm").check()
+    app.number_input(key="train_lenet_batch_branches").set_value(3)
+    app.button(key="train_lenet_start").click().run()
+    assert not app.exception and not app.session_state["train_lenet_run_id"]
+    assert any("batch_branches 3 needs batch_norm false" in error.value for error in app.error)
+    # The preset's own value gives way to batch norm by itself.
+    app.number_input(key="train_lenet_batch_branches").set_value(lenet.SEED_BATCH_BRANCHES)
+    config = _started_config(app, queued_jobs)
+    assert config["batch_norm"] is True and config["batch_branches"] == 1
 
 
 def test_coming_back_shows_the_running_job_not_the_form(isolated_roots):
