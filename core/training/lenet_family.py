@@ -25,7 +25,7 @@ Config keys (CLI option names; every default comes from ``core.models.lenet.PRES
   right/keep left, upside-down and half-turned copies of a few) to the training set; the
   43 GTSRB classes only (gtsrb, synthetic-signs);
 * ``batch_branches``: parts each training batch is cut into, run through the network side by
-  side, one CPU thread each (``lenet.build_batch_branches``; the seed preset uses
+  side, each on its share of the cores (``lenet.build_batch_branches``; the seed preset uses
   ``lenet.SEED_BATCH_BRANCHES``, others 1). It needs a network without batch norm, one network
   (``committee_size`` 1) and ``distribute`` "none": when a config does not name it, a preset's
   value falls back to 1 where those do not hold; a config that asks for more is refused;
