@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.models import iter_layers
+
 DEFAULT_ALPHA = 0.4
 DEFAULT_COLORMAP = "jet"
 # Layer classes that count as convolutions when searching for the last one.
@@ -41,14 +43,6 @@ def _is_conv(layer) -> bool:
     conv_classes = tuple(getattr(keras.layers, name) for name in _CONV_CLASS_NAMES
                          if hasattr(keras.layers, name))
     return isinstance(layer, conv_classes)
-
-
-def iter_layers(model):
-    """Yields every layer of ``model`` depth-first, nested models' layers included (in order)."""
-    for layer in model.layers:
-        yield layer
-        if _is_model(layer):
-            yield from iter_layers(layer)
 
 
 def find_last_conv_layer(model) -> str:

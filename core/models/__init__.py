@@ -26,3 +26,13 @@ def set_batch_norm_momentum(model, momentum: float) -> None:
     for layer in model.layers:
         if type(layer).__name__ in BATCH_NORM_CLASS_NAMES:
             layer.momentum = float(momentum)
+
+
+def iter_layers(model):
+    """Yields every layer of ``model`` depth-first, nested models' layers included (in order)."""
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)

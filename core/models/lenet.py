@@ -643,6 +643,7 @@ def build_batch_branches(model, branches: int):
     """
     import keras
 
+    from core.models import iter_layers
     from core.models.layers import BatchPart
 
     if isinstance(branches, bool) or not isinstance(branches, int) \
@@ -651,7 +652,7 @@ def build_batch_branches(model, branches: int):
                          f"received {branches!r}")
     if branches == 1:
         return model
-    normalised = [layer.name for layer in _all_layers(model)
+    normalised = [layer.name for layer in iter_layers(model)
                   if isinstance(layer, keras.layers.BatchNormalization)]
     if normalised:
         raise ValueError(f"batch branches need a model without batch normalisation, whose batch "
@@ -661,14 +662,6 @@ def build_batch_branches(model, branches: int):
                for part in range(branches)]
     joined = keras.layers.Concatenate(axis=0, name="joined_parts")(outputs)
     return keras.Model(images, joined, name=f"{model.name}_branches")
-
-
-def _all_layers(model):
-    """Every layer of ``model``, nested models' layers included."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def learning_rate_schedule(config: dict, steps_per_epoch: int):
