@@ -13,7 +13,11 @@ fixes its CPU kernels when it is imported (``arms``):
 * **job**: what the family does now: oneDNN kernels (the CLI and the worker turn them on), the
   augmentation and the base in one compiled call (``bottleneck.compute_features``), pooled
   features cached (``transfer.feature_extractor(model, pooled=True)``), the head after the pooling
-  trained on them.
+  trained on them. Since round 40 ``compute_features`` also runs the base with its batch norms
+  and "same" zero paddings folded into its convolutions (``core.models.folding``), mirrors
+  inside the augmentation's one warp instead of with Keras' ``RandomFlip`` after it
+  (``preprocess.flip_into_warp``), hands the model uint8 batches, and pads the last batch to the
+  full size (one compiled shape).
 
 Timed: computing the features (train copies and validation) plus training the head, in each
 arm's process after loading the data and building the model (the same work in both). Prints
@@ -22,7 +26,7 @@ the speed-up plain / job; the target is at least 1.8, and the script exits 1 whe
 Without the ImageNet weights installed the base is random (the timing is the same, the accuracy
 meaningless); without the dataset installed, random images stand in.
 
-    .venv/bin/python bench/bench_feature_extraction.py                    # about 6 minutes on 2 cores
+    .venv/bin/python bench/bench_feature_extraction.py                    # about 4 minutes on 2 cores
     .venv/bin/python bench/bench_feature_extraction.py --train-images 300 --copies 2 --epochs 5
     .venv/bin/python bench/bench_feature_extraction.py --plain-kernels onednn
 """

@@ -291,7 +291,10 @@ class RandomAffine(keras.layers.Layer):
     +rotation_degrees], a horizontal shear angle in [-shear_degrees, +shear_degrees], a zoom
     factor in [1 - zoom, 1 + zoom] (above 1 zooms in), a shift in [-shift, +shift] of the width
     and of the height, and a perspective tilt that moves the corners' depth by up to
-    ``perspective`` (0.1 = ±10 %).
+    ``perspective`` (0.1 = ±10 %). With ``flip`` the warped image is also mirrored, with
+    probability 1/2 per image, as Keras' ``RandomFlip`` after the warp would do (one resampling
+    instead of a warp, a reverse and a select: ``flip_into_warp``); without it no flip is drawn,
+    so the other draws are the same as before the option existed.
 
     Args:
         rotation_degrees: largest rotation, in [0, 180].
@@ -301,18 +304,22 @@ class RandomAffine(keras.layers.Layer):
         perspective: largest perspective tilt, in [0, 0.4].
         fill_mode: "nearest", "reflect", "constant" or "wrap" for pixels from outside the image.
         interpolation: "bilinear" or "nearest".
+        flip: "none", "horizontal", "vertical" or "horizontal_and_vertical" (Keras'
+            ``RandomFlip`` modes: the last mirrors both axes together, or neither).
         seed: seed of the random draws, or None.
     """
 
     FILL_MODES = ("nearest", "reflect", "constant", "wrap")
     INTERPOLATIONS = ("bilinear", "nearest")
+    FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
     LIMITS = {"rotation_degrees": (0.0, 180.0, False), "shift": (0.0, 1.0, True),
               "zoom": (0.0, 1.0, True), "shear_degrees": (0.0, 60.0, False),
               "perspective": (0.0, 0.4, False)}
 
     def __init__(self, rotation_degrees: float = 0.0, shift: float = 0.0, zoom: float = 0.0,
                  shear_degrees: float = 0.0, perspective: float = 0.0, fill_mode: str = "nearest",
-                 interpolation: str = "bilinear", seed: int | None = None, **kwargs):
+                 interpolation: str = "bilinear", flip: str = "none", seed: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         values = {"rotation_degrees": rotation_degrees, "shift": shift, "zoom": zoom,
                   "shear_degrees": shear_degrees, "perspective": perspective}
@@ -324,16 +331,19 @@ class RandomAffine(keras.layers.Layer):
         if interpolation not in self.INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {self.INTERPOLATIONS}, "
                              f"received {interpolation!r}")
+        if flip not in self.FLIPS:
+            raise ValueError(f"flip must be one of {self.FLIPS}, received {flip!r}")
         self.fill_mode = fill_mode
         self.interpolation = interpolation
+        self.flip = flip
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
     @property
     def is_identity(self) -> bool:
-        return not any((self.rotation_degrees, self.shift, self.zoom, self.shear_degrees,
-                        self.perspective))
+        return self.flip == "none" and not any((self.rotation_degrees, self.shift, self.zoom,
+                                                self.shear_degrees, self.perspective))
 
     def transforms(self, batch_size, height: int, width: int):
         """Draws ``batch_size`` warps as rows of 8 (``affine_transform``'s format).
@@ -365,6 +375,20 @@ class RandomAffine(keras.layers.Layer):
         h10 = m10 + offset_y * tilt_x
         h11 = m11 + offset_y * tilt_y
         h12 = -(m10 * center_x + m11 * center_y) + offset_y * h22
+        if self.flip != "none":
+            # Mirroring the output reads output pixel (x, y) from the warp's (W-1-x, y) (or
+            # (x, H-1-y)): H · F, with F = diag(-1, 1, 1) and an offset of W-1 (the same for y).
+            mirrored = ops.cast(ops.less(keras.random.uniform((batch_size,), seed=self.seed_generator,
+                                                              dtype="float32"), 0.5), "float32")
+            sign = 1.0 - 2.0 * mirrored
+            if self.flip in ("horizontal", "horizontal_and_vertical"):
+                offset = mirrored * (width - 1.0)
+                h02, h12, h22 = h02 + h00 * offset, h12 + h10 * offset, h22 + h20 * offset
+                h00, h10, h20 = h00 * sign, h10 * sign, h20 * sign
+            if self.flip in ("vertical", "horizontal_and_vertical"):
+                offset = mirrored * (height - 1.0)
+                h02, h12, h22 = h02 + h01 * offset, h12 + h11 * offset, h22 + h21 * offset
+                h01, h11, h21 = h01 * sign, h11 * sign, h21 * sign
         rows = [h00, h01, h02, h10, h11, h12, h20, h21]
         return ops.stack([row / h22 for row in rows], axis=1)
 
@@ -386,7 +410,8 @@ class RandomAffine(keras.layers.Layer):
         config = super().get_config()
         config.update(rotation_degrees=self.rotation_degrees, shift=self.shift, zoom=self.zoom,
                       shear_degrees=self.shear_degrees, perspective=self.perspective,
-                      fill_mode=self.fill_mode, interpolation=self.interpolation, seed=self.seed)
+                      fill_mode=self.fill_mode, interpolation=self.interpolation, flip=self.flip,
+                      seed=self.seed)
         return config
 
 

@@ -11,7 +11,10 @@ trains on copy ``e mod K`` (``RotatingFeatures``): each epoch still sees N image
 sees K different augmentations of each. The augmentation runs in training mode inside the same
 compiled ``predict_on_batch`` call as the base (``layers.TrainingModeWrapper``), not eagerly
 before it. Validation and test features are computed once without augmentation (Keras
-augmentation layers are inactive at inference anyway).
+augmentation layers are inactive at inference anyway). The base runs with its batch norms and
+"same" zero paddings folded into its convolutions (``core.models.folding``: the same features up
+to float rounding), and a flip after the warp is drawn inside the warp
+(``preprocess.flip_into_warp``); MobileNetV2's features came about 1.5x faster on 2 CPU cores.
 
 Cache layout: ``<data root>/cache/bottleneck/<backbone>-<dataset>-<S>px-k<K>-<hash>/`` with
 ``<split>.npy`` (float16, shape (K, N, h, w, c), or (K, N, c) for a pooling head, whose
@@ -98,12 +101,18 @@ def compute_features(extractor, images: np.ndarray, *, augmentation=None, copies
     """
     import keras
 
+    from core.datasets.preprocess import flip_into_warp
+    from core.models.folding import fold_for_inference
     from core.models.layers import TrainingModeWrapper
 
     if augmentation is None and copies != 1:
         raise ValueError(f"copies must be 1 without augmentation, received {copies}")
+    # The base is frozen and runs in inference mode: its batch norms and paddings fold into its
+    # convolutions (the same features up to float rounding, computed faster).
+    extractor = fold_for_inference(extractor)
     model = extractor
     if augmentation is not None:  # augmentation and base in one compiled predict call
+        augmentation = flip_into_warp(augmentation)
         inputs = keras.Input(tuple(extractor.inputs[0].shape[1:]), name="image")
         augmented = TrainingModeWrapper(augmentation, name="augmentation_in_training_mode")(inputs)
         model = keras.Model(inputs, extractor(augmented), name=f"{extractor.name}_augmented")
@@ -117,8 +126,14 @@ def compute_features(extractor, images: np.ndarray, *, augmentation=None, copies
         for start in range(0, count, batch_size):
             if should_stop is not None and should_stop():
                 raise InterruptedError("feature extraction cancelled")
-            batch = np.asarray(images[start:start + batch_size], dtype="float32")
-            output[copy, start:start + len(batch)] = np.asarray(model.predict_on_batch(batch))
+            # As stored (uint8): the model casts inside its compiled call, which is cheaper than
+            # handing it four times the bytes as float32.
+            batch = np.asarray(images[start:start + batch_size])
+            size = len(batch)
+            if size < batch_size < count:  # pad the last batch: one compiled shape, no retracing
+                batch = np.concatenate([batch, np.zeros((batch_size - size,) + batch.shape[1:],
+                                                        batch.dtype)])
+            output[copy, start:start + size] = np.asarray(model.predict_on_batch(batch))[:size]
             done += 1
             if progress is not None:
                 progress(done, total)
