@@ -221,3 +221,43 @@ def test_compute_features_folds_the_base_flips_in_the_warp_and_pads_the_last_bat
             assert is_clean or is_mirrored
             was_mirrored.append(is_mirrored and not is_clean)
     assert 0 < sum(was_mirrored) < len(was_mirrored)
+
+
+def test_a_frozen_only_copy_trains_the_original_and_computes_its_function_in_training_too():
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="frozen_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="frozen_bn")(x)
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="trained_conv")(x)
+    x = keras.layers.BatchNormalization(name="trained_bn")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(
+        keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    model = keras.Model(inputs, outputs)
+    _randomise_batch_norms(model, seed=10)
+    for name in ("frozen_conv", "frozen_bn"):
+        model.get_layer(name).trainable = False
+    frozen_before = [weight.copy() for weight in model.get_layer("frozen_conv").get_weights()]
+    trained_before = model.get_layer("trained_conv").get_weights()[0].copy()
+    images = np.random.default_rng(11).normal(size=(16, 8, 8, 2)).astype("float32")
+    labels = np.arange(16) % 2
+
+    copy = folding.fold_for_inference(model, frozen_only=True)
+
+    names = {layer.name for layer in copy.layers}
+    assert "frozen_bn" not in names and "trained_bn" in names
+    assert copy.get_layer("trained_conv") is model.get_layer("trained_conv")
+    assert not copy.get_layer("frozen_conv").trainable
+    assert len(copy.trainable_weights) == len(model.trainable_weights)
+    # A frozen batch norm runs in inference mode while training too, so folding it is exact
+    # there as well (the trainable batch norm uses batch statistics in both models).
+    np.testing.assert_allclose(copy(images, training=True), model(images, training=True),
+                               rtol=1e-5, atol=1e-5)
+    copy.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    copy.fit(images, labels, epochs=2, batch_size=8, verbose=0)
+    assert not np.allclose(model.get_layer("trained_conv").get_weights()[0], trained_before)
+    for before, after in zip(frozen_before, model.get_layer("frozen_conv").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(copy.predict_on_batch(images), model.predict_on_batch(images),
+                               rtol=1e-5, atol=1e-5)
+    for layer in model.layers:
+        layer.trainable = True
+    assert folding.fold_for_inference(model, frozen_only=True) is model  # nothing frozen

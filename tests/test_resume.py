@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from core import jobs, runs
@@ -184,6 +185,40 @@ def test_a_half_written_metrics_line_is_cut_before_resuming(job_env):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_backbone_fine_tuning_with_its_frozen_base_folded_resumes_in_its_second_stage(job_env):
+    """Both stages fit on images (``bottleneck`` off), each through a copy of the model whose
+    frozen part is folded (``folding.fold_for_inference(frozen_only=True)``); a crash in the
+    second stage resumes there, and the saved model keeps the source run's frozen weights."""
+    common = dict(model="mobilenetv2", dataset="synthetic-signs", image_size=32, classes=[13, 14],
+                  labels_per_class=4, valid_size=8, batch_size=8, augmentation={})
+    source_dir, source_state = run_in_process(dict(common, strategy="scratch", epochs=1))
+    assert source_state == runs.COMPLETED
+    config = dict(common, strategy="fine-tune", weights=f"run:{source_dir.name}", epochs=4,
+                  fine_tune_epochs=2, fine_tune_blocks=1, bottleneck=False)
+    run_dir, state = run_in_process(config, crash_epoch=4)
+    assert state == runs.FAILED and epochs_written(run_dir) == [1, 2, 3]
+    assert (run_dir / trainer.BACKUP_FOLDER / "stage-1").is_dir()
+
+    jobs.prepare_resume(run_dir.name)
+    assert trainer.run_training(run_dir) == runs.COMPLETED
+
+    assert epochs_written(run_dir) == [1, 2, 3, 4]
+    log = (run_dir / runs.LOG_FILE).read_text(encoding="utf-8")
+    # Stage one folds the whole frozen base; stage two all but the top block (its 3 batch norms
+    # and Conv_1_bn train).
+    assert "Fitting through a copy with 52 batch norms and 4 zero paddings folded" in log
+    assert "Fitting through a copy with 48 batch norms and 4 zero paddings folded" in log
+    source = keras.saving.load_model(source_dir / runs.MODEL_FILE, compile=False)
+    tuned = keras.saving.load_model(run_dir / runs.MODEL_FILE, compile=False)
+    unfrozen = set(runs.read_results(run_dir)["unfrozen_layers"])
+    assert unfrozen and "bn_Conv1" not in unfrozen
+    for name in ("Conv1", "bn_Conv1", "block_1_depthwise", "block_1_depthwise_BN"):
+        for saved, original in zip(tuned.get_layer(name).get_weights(),
+                                   source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(saved, original)  # frozen, and saved unfolded
+
+
 def test_backbone_feature_extraction_on_cached_features_resumes(job_env):
     """The backbone family (MobileNetV2 at 32 px, weights from a scratch run of this test):
     feature extraction trains the head on bottleneck features; it resumes after a crash."""

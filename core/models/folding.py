@@ -56,6 +56,11 @@ def _is_functional(model) -> bool:
         getattr(model, "_nodes_by_depth", None))
 
 
+def _trains(layer) -> bool:
+    """Whether fitting would update ``layer`` (a padding's flag does not matter: no weights)."""
+    return bool(layer.trainable and layer.weights)
+
+
 def _last_axis(layer, rank: int) -> bool:
     axis = layer.axis
     if isinstance(axis, (list, tuple)):
@@ -107,12 +112,13 @@ def _pads_as_same(padding_layer, convolution, input_shape) -> bool:
     return tuple(tuple(int(side) for side in pair) for pair in padding_layer.padding) == expected
 
 
-def find_folds(model) -> dict:
+def find_folds(model, *, frozen_only: bool = False) -> dict:
     """What ``fold_for_inference`` would change in ``model``, nested functional models included.
 
     Two patterns qualify, each only where the layers are called once in the model's own graph
     and the first layer's output feeds nothing but the second (layers inside nested
-    ``Sequential`` models are left alone):
+    ``Sequential`` models are left alone), and with ``frozen_only`` only where no layer involved
+    would train (frozen, or without weights):
 
     * a ``BatchNormalization`` over the last axis reading a ``Conv1D``/``Conv2D``/``Conv3D``/
       ``DepthwiseConv2D``/``Dense`` layer (channels last): the batch norm is folded into it;
@@ -150,6 +156,8 @@ def find_folds(model) -> dict:
             tensor = node.input_tensors[0]
             producer = tensor._keras_history[0]
             if readers.get(id(tensor)) != 1 or calls.get(id(producer)) != 1:
+                continue
+            if frozen_only and (_trains(layer) or _trains(producer)):
                 continue
             if (isinstance(layer, keras.layers.BatchNormalization) and len(tensor.shape) >= 2
                     and _foldable(producer, layer, len(tensor.shape))):
@@ -203,21 +211,26 @@ def folded_weights(producer, batch_norm) -> tuple[np.ndarray, np.ndarray]:
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
-def fold_for_inference(model):
+def fold_for_inference(model, *, frozen_only: bool = False):
     """An inference copy of ``model`` with batch norms and zero paddings folded into convolutions.
 
     Args:
         model: a functional Keras model (nested functional models are folded too).
+        frozen_only: fold only frozen layers (``trainable`` False), for a copy to train: a
+            frozen batch norm runs in inference mode in training too, so the copy computes the
+            same function in both modes, and every trainable layer is shared with ``model``,
+            so fitting the copy trains ``model`` (save ``model``, not the copy).
 
     Returns:
         A new functional model computing ``model``'s inference function (the same up to float
         rounding), or ``model`` itself when ``find_folds`` finds nothing to fold (a subclassed or
         Sequential model, or no batch norm or padding in a foldable place). Changed layers are
-        new, with a snapshot of the weights; every other layer is shared with ``model``.
+        new, with a snapshot of the weights and the original's ``trainable``; every other layer
+        is shared with ``model``.
     """
     import keras
 
-    changes = find_folds(model)
+    changes = find_folds(model, frozen_only=frozen_only)
     if not changes:
         return model
     folded_layers = []
@@ -232,6 +245,7 @@ def fold_for_inference(model):
         if change["padding"] is not None:
             config["padding"] = change["padding"]
         folded = type(layer).from_config(config)
+        folded.trainable = layer.trainable
         folded_layers.append((folded, layer, change["batch_norm"]))
         return folded
 
@@ -248,3 +262,20 @@ def fold_for_inference(model):
         else:
             folded.set_weights(original.get_weights())
     return copy
+
+
+def describe_folds(model, folded) -> str:
+    """What ``folded`` (from ``fold_for_inference(model)``) folded, e.g. "52 batch norms and 4
+    zero paddings"."""
+    import keras
+
+    from core.models import iter_layers
+
+    def count(layer_class, of) -> int:
+        return sum(isinstance(layer, layer_class) for layer in iter_layers(of))
+
+    batch_norms = count(keras.layers.BatchNormalization, model) - count(
+        keras.layers.BatchNormalization, folded)
+    paddings = count(keras.layers.ZeroPadding2D, model) - count(keras.layers.ZeroPadding2D, folded)
+    return (f"{batch_norms} batch norm{'' if batch_norms == 1 else 's'} and {paddings} zero "
+            f"padding{'' if paddings == 1 else 's'}")

@@ -387,18 +387,29 @@ def _copy_from_source_run(context, model) -> None:
 
 def _fit_images(context, model, train_split, val_split, epochs: int, learning_rate: float,
                 phase: str) -> None:
-    """Fits ``model`` on the images themselves (the base runs every step)."""
-    from core.models import transfer
+    """Fits ``model`` on the images themselves (the base runs every step).
+
+    The frozen part of the base runs folded (``folding.fold_for_inference(frozen_only=True)``:
+    its batch norms and paddings inside its convolutions, the same function, faster); the
+    trainable layers are shared, so fitting that copy trains ``model``, which is what is saved.
+    """
+    from core.models import folding, transfer
 
     config = context.config
     with context.scope():
-        support.compile_classifier(model, _optimizer(config, learning_rate))
+        fit_model = folding.fold_for_inference(model, frozen_only=True)
+        support.compile_classifier(fit_model, _optimizer(config, learning_rate))
+    if fit_model is not model:
+        context.logger.info("Fitting through a copy with %s folded into frozen convolutions",
+                            folding.describe_folds(model, fit_model))
     trainable, frozen = transfer.count_params(model)
     support.set_phase(context, f"{phase} ({trainable:,} trainable / {frozen:,} frozen parameters, "
                                f"learning rate {learning_rate:g})")
-    model.fit(train_split.images, train_split.labels, batch_size=config["batch_size"], epochs=epochs,
-              shuffle=True, verbose=0, validation_data=(val_split.images, val_split.labels),
-              callbacks=context.callbacks(config["epochs"], epoch_offset=context.epochs_done()))
+    fit_model.fit(train_split.images, train_split.labels, batch_size=config["batch_size"],
+                  epochs=epochs, shuffle=True, verbose=0,
+                  validation_data=(val_split.images, val_split.labels),
+                  callbacks=context.callbacks(config["epochs"], epoch_offset=context.epochs_done(),
+                                              model_to_save=None if fit_model is model else model))
 
 
 def _fine_tune(context, model, train_split, val_split) -> list[str]:
