@@ -50,8 +50,9 @@ def _count(model, layer_class) -> int:
 
 
 def _small_network():
-    """Every foldable pattern, and three that must stay: a convolution read twice, a padding that
-    is not "same", and a batch norm over the channels of a channels-first convolution."""
+    """Every foldable pattern, and four that must stay: a convolution read twice, a batch norm
+    after a convolution's own activation, a padding that is not "same", and a batch norm over
+    the channels of a channels-first convolution."""
     inputs = keras.Input((16, 16, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="conv_bn")(x)
@@ -62,6 +63,8 @@ def _small_network():
     branch = keras.layers.Conv2D(16, 1, name="read_twice")(x)
     x = keras.layers.Add(name="add")([keras.layers.BatchNormalization(name="read_twice_bn")(branch),
                                       branch])
+    x = keras.layers.Conv2D(16, 1, activation="relu", name="activated")(x)
+    x = keras.layers.BatchNormalization(name="after_activation_bn")(x)  # not affine in the kernel
     x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="not_same_pad")(x)  # "same" is (0, 1)
     x = keras.layers.Conv2D(4, 3, strides=2, name="after_other_pad")(x)
     x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
@@ -84,7 +87,7 @@ def test_folding_keeps_the_inference_function_and_removes_exactly_the_foldable_l
 
     names = {layer.name for layer in folded.layers}
     assert {"conv_bn", "depthwise_bn", "dense_bn", "pad"}.isdisjoint(names)
-    assert {"read_twice_bn", "not_same_pad", "channels_first_bn"} <= names
+    assert {"read_twice_bn", "after_activation_bn", "not_same_pad", "channels_first_bn"} <= names
     assert folded.get_layer("conv").use_bias and folded.get_layer("depthwise").padding == "same"
     assert folded.get_layer("add") is model.get_layer("add")  # unchanged layers are shared
     np.testing.assert_allclose(folded.predict_on_batch(images), expected, rtol=1e-5, atol=1e-4)

@@ -76,6 +76,12 @@ def _foldable(producer, batch_norm, rank: int) -> bool:
 
     if not _last_axis(batch_norm, rank):
         return False
+    # A batch norm after the producer's own activation (or a quantised or LoRA kernel) is not
+    # an affine map of its kernel's output.
+    config = producer.get_config()
+    if (config.get("activation", "linear") != "linear" or config.get("lora_rank")
+            or getattr(producer, "quantization_mode", None)):
+        return False
     if isinstance(producer, keras.layers.DepthwiseConv2D):
         return producer.data_format == "channels_last"
     if type(producer).__name__ in FOLDABLE_CLASS_NAMES:
@@ -121,7 +127,8 @@ def find_folds(model, *, frozen_only: bool = False) -> dict:
     would train (frozen, or without weights):
 
     * a ``BatchNormalization`` over the last axis reading a ``Conv1D``/``Conv2D``/``Conv3D``/
-      ``DepthwiseConv2D``/``Dense`` layer (channels last): the batch norm is folded into it;
+      ``DepthwiseConv2D``/``Dense`` layer (channels last, no activation of its own): the batch
+      norm is folded into it;
     * a ``ZeroPadding2D`` feeding a ``Conv2D``/``DepthwiseConv2D`` with "valid" padding, where
       the zeros are exactly those of "same" padding (as before MobileNets' strided convolutions):
       the convolution pads by itself.
