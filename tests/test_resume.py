@@ -185,7 +185,6 @@ def test_a_half_written_metrics_line_is_cut_before_resuming(job_env):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_backbone_fine_tuning_with_its_frozen_base_folded_resumes_in_its_second_stage(job_env):
     """Both stages fit on images (``bottleneck`` off), each through a copy of the model whose
     frozen part is folded (``folding.fold_for_inference(frozen_only=True)``); a crash in the
@@ -219,6 +218,7 @@ def test_backbone_fine_tuning_with_its_frozen_base_folded_resumes_in_its_second_
             np.testing.assert_array_equal(saved, original)  # frozen, and saved unfolded
 
 
+@pytest.mark.slow
 def test_backbone_feature_extraction_on_cached_features_resumes(job_env):
     """The backbone family (MobileNetV2 at 32 px, weights from a scratch run of this test):
     feature extraction trains the head on bottleneck features; it resumes after a crash."""
