@@ -171,8 +171,8 @@ def find_folds(model, *, frozen_only: bool = False) -> dict:
                 change_of(producer)["batch_norm"] = layer
                 changes[id(layer)] = "skip"
             elif (isinstance(producer, keras.layers.ZeroPadding2D)
-                  and len(producer._inbound_nodes) and _pads_as_same(
-                      producer, layer, tuple(producer_input_shape(tensor)))):
+                  and _pads_as_same(
+                      producer, layer, tuple(_producer_input_shape(tensor)))):
                 change_of(layer)["padding"] = "same"
                 changes[id(producer)] = "skip"
 
@@ -181,7 +181,7 @@ def find_folds(model, *, frozen_only: bool = False) -> dict:
     return changes
 
 
-def producer_input_shape(tensor) -> tuple:
+def _producer_input_shape(tensor) -> tuple:
     """The shape of the (single) input of the layer call that produced ``tensor``."""
     return tuple(_producer_node(tensor).input_tensors[0].shape)
 
