@@ -9,7 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from core.datasets.preprocess import build_augmentation, flip_into_warp  # noqa: E402
-from core.models import folding, transfer  # noqa: E402
+from core.models import folding, iter_layers, transfer  # noqa: E402
 from core.models.layers import RandomAffine  # noqa: E402
 from core.training import bottleneck  # noqa: E402
 
@@ -17,7 +17,7 @@ from core.training import bottleneck  # noqa: E402
 def _randomise_batch_norms(model, seed: int = 0) -> None:
     """Moving statistics, scale and offset far from their initial 0 / 1, so folding matters."""
     rng = np.random.default_rng(seed)
-    for layer in _all_layers(model):
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([rng.uniform(0.5, 2.0, weight.shape) if "variance" in weight.path
                                else rng.uniform(0.5, 1.5, weight.shape) if "gamma" in weight.path
@@ -27,7 +27,7 @@ def _randomise_batch_norms(model, seed: int = 0) -> None:
 def _calibrate_batch_norms(model, images) -> None:
     """Moving statistics from one batch (momentum 0), so a deep random network keeps a signal
     that depends on its input, then scale and offset drawn near 1 and 0."""
-    batch_norms = [layer for layer in _all_layers(model)
+    batch_norms = [layer for layer in iter_layers(model)
                    if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in batch_norms:
         layer.momentum = 0.0
@@ -38,15 +38,8 @@ def _calibrate_batch_norms(model, images) -> None:
         layer.beta.assign(rng.normal(0.0, 0.2, layer.beta.shape))
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def _count(model, layer_class) -> int:
-    return sum(isinstance(layer, layer_class) for layer in _all_layers(model))
+    return sum(isinstance(layer, layer_class) for layer in iter_layers(model))
 
 
 def _small_network():
