@@ -419,10 +419,54 @@ def mark_ended(run_dir, state: str, reason: str, expected: tuple[str, ...] = ACT
     return written
 
 
+HUNG_WORKER_EXIT_SECONDS = 5.0
+
+
 def mark_failed(run_dir, reason: str) -> dict | None:
-    """Marks a QUEUED/RUNNING run FAILED by a watcher (its death re-checked under the run lock)."""
-    return mark_ended(run_dir, runs.FAILED, reason,
-                      still_applies=lambda current: death_reason(current) is not None)
+    """Marks a QUEUED/RUNNING run FAILED by a watcher (its death re-checked under the run lock).
+
+    A worker whose heartbeat is stale may have hung *while holding* the run lock (stopped by
+    SIGSTOP, stuck in a write): no one could ever write its status again. Holders keep that lock
+    for milliseconds, so a lock still held after ``runs.RUN_LOCK_TIMEOUT_SECONDS`` together with a
+    stale heartbeat means the worker is hung; it is then killed (SIGKILL, on this host only, its
+    process start time checked so a reused pid is never hit), which drops its lock, and the run is
+    marked FAILED with that in its reason.
+
+    Returns:
+        The status as written, or None when nothing was written (the run moved on, or a hung
+        holder could not be killed from here: another host, or not our process).
+    """
+    still_dead = lambda current: death_reason(current) is not None  # noqa: E731
+    try:
+        return mark_ended(run_dir, runs.FAILED, reason, still_applies=still_dead)
+    except runs.RunLockTimeout:
+        if not _kill_hung_lock_holder(run_dir):
+            return None
+    try:
+        return mark_ended(run_dir, runs.FAILED, f"{reason}; it held the run lock while hung and was killed",
+                          still_applies=still_dead)
+    except runs.RunLockTimeout:  # another process holds it now: the next watcher tries again
+        return None
+
+
+def _kill_hung_lock_holder(run_dir) -> bool:
+    """SIGKILLs a run's local worker whose heartbeat is stale; True once it is gone."""
+    current = runs.read_status(run_dir)
+    pid = current.get("pid")
+    if (not pid or current.get("host") not in (None, socket.gethostname())
+            or not str(death_reason(current) or "").startswith("no heartbeat")):
+        return False
+    start_ticks = current.get("pid_start_ticks")
+    if not pid_alive(pid, start_ticks):
+        return True
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+    except OSError:
+        return False
+    deadline = time.monotonic() + HUNG_WORKER_EXIT_SECONDS
+    while pid_alive(pid, start_ticks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not pid_alive(pid, start_ticks)
 
 
 def refresh_all(runs_root=None) -> int:

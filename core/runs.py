@@ -447,7 +447,7 @@ class RunLockTimeout(RunError, TimeoutError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECONDS):
+def run_lock(run_dir: str | os.PathLike, timeout: float | None = None):
     """Holds an exclusive ``fcntl.flock`` on the run folder itself for the ``with`` block.
 
     Every writer of ``status.json`` (worker, heartbeat thread, ``core.jobs``) takes this lock, so
@@ -460,11 +460,12 @@ def run_lock(run_dir: str | os.PathLike, timeout: float = RUN_LOCK_TIMEOUT_SECON
 
     Args:
         run_dir: the run folder.
-        timeout: seconds to wait for the lock.
+        timeout: seconds to wait for the lock; default ``RUN_LOCK_TIMEOUT_SECONDS``.
 
     Raises:
         RunLockTimeout: (a ``TimeoutError`` and a ``RunError``) when the lock stays taken.
     """
+    timeout = RUN_LOCK_TIMEOUT_SECONDS if timeout is None else float(timeout)
     def hung(error: TimeoutError) -> RunLockTimeout:
         return RunLockTimeout(
             f"could not lock run folder {Path(run_dir).name} within {float(timeout):g} s "

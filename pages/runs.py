@@ -62,9 +62,13 @@ def run_actions(summary) -> None:
     columns = iter(st.columns(4))
     if active:
         if next(columns).button("Cancel run", key=f"{KEY}_cancel", icon=":material/stop_circle:"):
-            jobs.cancel(summary.run_id)
-            st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
-            st.rerun()
+            try:
+                jobs.cancel(summary.run_id)
+            except runs.RunError as error:  # e.g. a hung worker still holds the run lock
+                st.error(f"Cannot cancel {summary.run_id} now: {error}")
+            else:
+                st.session_state[f"{KEY}_message"] = f"Cancel requested for {summary.run_id}."
+                st.rerun()
     if summary.state in jobs.RESUMABLE_STATES:
         if next(columns).button("Resume", key=f"{KEY}_resume_{summary.run_id}",
                                 icon=":material/play_circle:",

@@ -6,6 +6,7 @@ The synthetic images are generated once per test session into a shared data root
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import signal
@@ -154,6 +155,64 @@ def test_hung_worker_is_detected_by_its_stale_heartbeat(job_env, monkeypatch):
             os.kill(pid, signal.SIGKILL)  # kills a stopped process too
     finally:
         slot.release()
+
+
+HOLD_THE_RUN_LOCK_AND_HANG = """
+import fcntl, os, signal, sys
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("locked", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def test_worker_hung_while_holding_the_run_lock_is_killed_and_marked_failed(isolated_roots, monkeypatch):
+    # A SIGSTOP can land in the milliseconds a heartbeat holds the run lock: without the kill no
+    # watcher could ever write the run's status again (and status() raised RunLockTimeout).
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("TLLAB_HEARTBEAT_TIMEOUT_SECONDS", "2")
+    monkeypatch.setattr(runs, "RUN_LOCK_TIMEOUT_SECONDS", 0.5)
+    run_dir = runs.create_run({"model": "lenet5"}, isolated_roots["runs"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN_LOCK_AND_HANG, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        stale = runs.parse_time(runs.utc_now()) - datetime.timedelta(seconds=60)
+        runs.write_status(run_dir, state=runs.RUNNING, pid=holder.pid, host=None,
+                          pid_start_ticks=jobs.process_start_ticks(holder.pid),
+                          heartbeat=stale.isoformat())
+        with pytest.raises(runs.RunLockTimeout):  # the lock really is held by the hung process
+            with runs.run_lock(run_dir):
+                pass
+        final = jobs.status(run_dir.name)
+        assert final["state"] == runs.FAILED
+        assert "no heartbeat" in final["error"] and "held the run lock while hung and was killed" in final["error"]
+        assert holder.wait(timeout=10) == -signal.SIGKILL
+        assert runs.read_status(run_dir)["state"] == runs.FAILED  # written to disk, not just returned
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_hung_lock_holder_that_is_not_the_worker_is_left_alone(isolated_roots, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(runs, "RUN_LOCK_TIMEOUT_SECONDS", 0.5)
+    run_dir = runs.create_run({"model": "lenet5"}, isolated_roots["runs"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN_LOCK_AND_HANG, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        runs.write_status(run_dir, state=runs.RUNNING, pid=2 ** 22 + 12345, host=None)  # no such worker
+        assert jobs.status(run_dir.name)["state"] == runs.RUNNING  # reported, not raised, not written
+        assert holder.poll() is None  # only a stale worker's own pid is ever killed
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_queue_is_fifo_and_cancel_works_queued_and_running(job_env):
