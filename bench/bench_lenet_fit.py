@@ -17,7 +17,11 @@ it is imported; the order is plain, job, plain, job, ... (``--repeats``):
   epochs), compiles through ``lenet_family.compile_lenet`` (``STEPS_PER_EXECUTION`` steps
   per call) and, since round 39, fits the preset's ``batch_branches`` (2) parts of each batch
   side by side (``lenet_family.build_models``) with one CPU thread per operation on 2 cores
-  (``core.environment.share_cpu_threads``).
+  (``core.environment.share_cpu_threads``). Since round 41 the job path freezes the heap
+  for the fit (``callbacks.FrozenHeap``: Python's garbage collector stops rescanning
+  TensorFlow's objects), and the random blur is two small matrix products instead of a
+  1-channel depthwise convolution (``layers.RandomGaussianBlur``; both arms get this one,
+  since it is the model's own layer).
 
 TensorFlow turns oneDNN on by itself on some CPUs (then most of the gain goes) and leaves it off
 on others (a 2-core AMD EPYC here): the script prints which, from the plain arm's TensorFlow.
@@ -64,6 +68,7 @@ def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
     from core import environment
     from core.datasets import preprocess
     from core.models import lenet
+    from core.training import callbacks as run_callbacks
     from core.training import lenet_family, trainer
 
     config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed", "dataset": dataset,
@@ -85,9 +90,11 @@ def fit_arm(arm: str, dataset: str, epochs: int) -> dict:
     lenet_family.compile_lenet(model, config, steps,
                                lenet_family.STEPS_PER_EXECUTION if arm == "job" else 1)
     timer = make_timer()
+    extra_callbacks = [run_callbacks.FrozenHeap()] if arm == "job" else []  # as RunContext adds
     history = model.fit(train_split.images, train_split.labels, batch_size=config["batch_size"],
                         epochs=config["epochs"], shuffle=True, verbose=0,
-                        validation_data=(val_split.images, val_split.labels), callbacks=[timer])
+                        validation_data=(val_split.images, val_split.labels),
+                        callbacks=[timer, *extra_callbacks])
     return {"seconds": timer.seconds, "val_accuracy": float(history.history["val_accuracy"][-1]),
             "onednn": onednn_enabled(), "train_images": len(train_split),
             "val_images": len(val_split)}

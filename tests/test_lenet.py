@@ -212,6 +212,24 @@ def test_random_blur_blurs_only_in_training_and_survives_safe_mode_saving(tmp_pa
         RandomGaussianBlur(kernel_size=4)
 
 
+@pytest.mark.parametrize("shape", [(3, 32, 32, 1), (2, 9, 11, 3)])
+def test_random_blur_matrix_products_equal_the_depthwise_gaussian_convolution(shape):
+    import keras
+
+    from core.models.layers import RandomGaussianBlur, gaussian_kernel_1d
+
+    images = np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
+    layer = RandomGaussianBlur(probability=1.0, kernel_size=5, sigma=1.2)
+    weights = np.asarray(gaussian_kernel_1d(5, 1.2), np.float32)
+    kernel = np.tile(np.outer(weights, weights).reshape(5, 5, 1, 1), (1, 1, shape[-1], 1))
+    expected = keras.layers.DepthwiseConv2D(5, padding="same", use_bias=False,
+                                            depthwise_initializer=keras.initializers.Constant(kernel))
+    expected = keras.ops.convert_to_numpy(expected(images))
+    blurred = keras.ops.convert_to_numpy(layer(images, training=True))
+    np.testing.assert_allclose(blurred, expected, atol=1e-3)  # pixel values up to 255
+    assert np.abs(blurred - images).max() > 10  # it did blur
+
+
 def test_resize_matrices_match_opencv_area_shrink_and_linear_enlarge():
     import cv2
 

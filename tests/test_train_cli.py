@@ -137,3 +137,28 @@ def test_console_progress_never_counts_past_the_epochs_steps():
     drawn = stream.getvalue()
     assert "32/273" in drawn and "288/273" not in drawn
     assert drawn.count("273/273") == 2 and drawn.endswith("loss 0.5000, accuracy 0.9000\n")
+
+
+def test_frozen_heap_freezes_the_objects_alive_at_train_begin_for_the_fit_only():
+    import gc
+
+    import keras
+
+    from core.training.callbacks import FrozenHeap
+
+    class FreezeProbe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.frozen_counts = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.frozen_counts.append(gc.get_freeze_count())
+
+    assert gc.get_freeze_count() == 0
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    probe = FreezeProbe()
+    model.fit(np.zeros((8, 3), np.float32), np.zeros(8, np.int64), epochs=2, verbose=0,
+              callbacks=[FrozenHeap(), probe])
+    assert len(probe.frozen_counts) == 2 and min(probe.frozen_counts) > 10_000  # TF's objects
+    assert gc.get_freeze_count() == 0  # unfrozen when the fit ends

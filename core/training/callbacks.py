@@ -13,10 +13,13 @@ is a clock read and one ``os.path.exists`` so the job path costs about the same 
 * ``TimeBudget``: ends training early enough to finish within a time budget, shortening a
   resizable learning-rate schedule to match.
 * ``RunBackup``: Keras's ``BackupAndRestore`` for one ``fit`` stage of a run (resume support).
+* ``FrozenHeap``: moves the objects alive when training starts out of Python's garbage collector's
+  reach for the ``fit`` (``gc.freeze``).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import sys
@@ -31,6 +34,25 @@ from core.files import write_atomic
 
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 MONITOR = "val_accuracy"
+
+
+class FrozenHeap(keras.callbacks.Callback):
+    """Freezes the objects alive when training starts (``gc.freeze``) until it ends.
+
+    Importing TensorFlow and Keras and building a model leave millions of objects that Python's
+    cyclic garbage collector scans in full again and again while ``fit`` runs, though none of them
+    is garbage. Measured with ``perf`` on a 2-core AMD EPYC during the seed LeNet's steady epochs,
+    those scans were about 3 % of the process's CPU time, and 0.2 % with the heap frozen. Objects
+    created during training are still collected as usual; ``on_train_end`` unfreezes (a frozen
+    object that later became garbage would otherwise never be freed).
+    """
+
+    def on_train_begin(self, logs=None):
+        gc.collect()
+        gc.freeze()
+
+    def on_train_end(self, logs=None):
+        gc.unfreeze()
 
 
 def current_learning_rate(model) -> float | None:

@@ -444,6 +444,7 @@ class RunContext:
             run_callbacks.BestModelSaver(self.model_path, model_to_save=model_to_save,
                                          initial_best=self.best_val_accuracy()),
             run_callbacks.ProgressReporter(self.run_dir, total_epochs, epoch_offset=epoch_offset),
+            run_callbacks.FrozenHeap(),
         ]
         if self.console:
             items.append(run_callbacks.ConsoleProgress(total_epochs, epoch_offset=epoch_offset))
