@@ -450,15 +450,15 @@ def mark_failed(run_dir, reason: str) -> dict | None:
 
 
 def _kill_hung_lock_holder(run_dir) -> bool:
-    """SIGKILLs a run's local worker whose heartbeat is stale; True once it is gone."""
+    """SIGKILLs a run's live local worker whose heartbeat is stale; True once it is gone."""
     current = runs.read_status(run_dir)
     pid = current.get("pid")
-    if (not pid or current.get("host") not in (None, socket.gethostname())
-            or not str(death_reason(current) or "").startswith("no heartbeat")):
+    if not pid or current.get("host") not in (None, socket.gethostname()) or death_reason(current) is None:
         return False
     start_ticks = current.get("pid_start_ticks")
-    if not pid_alive(pid, start_ticks):
-        return True
+    if not pid_alive(pid, start_ticks):  # gone, and its lock with it: another process holds it
+        return False
+    # Alive with a death reason: its heartbeat is stale (a live worker's only reason).
     try:
         os.kill(int(pid), signal.SIGKILL)
     except OSError:
