@@ -6,10 +6,13 @@ The synthetic images are generated once per test session into a shared data root
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -166,19 +169,27 @@ os.kill(os.getpid(), signal.SIGSTOP)
 """
 
 
-def test_worker_hung_while_holding_the_run_lock_is_killed_and_marked_failed(isolated_roots, monkeypatch):
-    # A SIGSTOP can land in the milliseconds a heartbeat holds the run lock: without the kill no
-    # watcher could ever write the run's status again (and status() raised RunLockTimeout).
-    import subprocess
-    import sys
-
-    monkeypatch.setenv("TLLAB_HEARTBEAT_TIMEOUT_SECONDS", "2")
+@contextlib.contextmanager
+def hung_lock_holder(runs_root, monkeypatch):
+    """A new run folder, and a real process that holds its run lock and then stops itself."""
     monkeypatch.setattr(runs, "RUN_LOCK_TIMEOUT_SECONDS", 0.5)
-    run_dir = runs.create_run({"model": "lenet5"}, isolated_roots["runs"])
+    run_dir = runs.create_run({"model": "lenet5"}, runs_root)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN_LOCK_AND_HANG, str(run_dir)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
+        yield run_dir, holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+
+
+def test_worker_hung_while_holding_the_run_lock_is_killed_and_marked_failed(isolated_roots, monkeypatch):
+    # A SIGSTOP can land in the milliseconds a heartbeat holds the run lock: without the kill no
+    # watcher could ever write the run's status again (and status() raised RunLockTimeout).
+    monkeypatch.setenv("TLLAB_HEARTBEAT_TIMEOUT_SECONDS", "2")
+    with hung_lock_holder(isolated_roots["runs"], monkeypatch) as (run_dir, holder):
         stale = runs.parse_time(runs.utc_now()) - datetime.timedelta(seconds=60)
         runs.write_status(run_dir, state=runs.RUNNING, pid=holder.pid, host=None,
                           pid_start_ticks=jobs.process_start_ticks(holder.pid),
@@ -191,28 +202,13 @@ def test_worker_hung_while_holding_the_run_lock_is_killed_and_marked_failed(isol
         assert "no heartbeat" in final["error"] and "held the run lock while hung and was killed" in final["error"]
         assert holder.wait(timeout=10) == -signal.SIGKILL
         assert runs.read_status(run_dir)["state"] == runs.FAILED  # written to disk, not just returned
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
 
 
 def test_hung_lock_holder_that_is_not_the_worker_is_left_alone(isolated_roots, monkeypatch):
-    import subprocess
-    import sys
-
-    monkeypatch.setattr(runs, "RUN_LOCK_TIMEOUT_SECONDS", 0.5)
-    run_dir = runs.create_run({"model": "lenet5"}, isolated_roots["runs"])
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN_LOCK_AND_HANG, str(run_dir)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with hung_lock_holder(isolated_roots["runs"], monkeypatch) as (run_dir, holder):
         runs.write_status(run_dir, state=runs.RUNNING, pid=2 ** 22 + 12345, host=None)  # no such worker
         assert jobs.status(run_dir.name)["state"] == runs.RUNNING  # reported, not raised, not written
         assert holder.poll() is None  # only a stale worker's own pid is ever killed
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_queue_is_fifo_and_cancel_works_queued_and_running(job_env):
