@@ -96,6 +96,15 @@ def max_concurrent_jobs(max_jobs: int | None = None) -> int:
     return int(max_jobs)
 
 
+def on_this_host(status: dict) -> bool:
+    """Whether a run's worker process (``pid`` in its status) runs on this host.
+
+    A status without ``host`` (written before hosts were recorded) counts as this host's.
+    """
+    host = status.get("host")
+    return host is None or host == socket.gethostname()
+
+
 def death_reason(status: dict, timeout: float | None = None) -> str | None:
     """Why a QUEUED/RUNNING run's worker counts as dead, or None while it looks alive.
 
@@ -110,7 +119,7 @@ def death_reason(status: dict, timeout: float | None = None) -> str | None:
     timeout = heartbeat_timeout_seconds() if timeout is None else float(timeout)
     pid = status.get("pid")
     host = status.get("host")
-    if pid and (host is None or host == socket.gethostname()):
+    if pid and on_this_host(status):
         if not pid_alive(pid, status.get("pid_start_ticks")):
             return f"worker process {pid} exited without finishing (killed, out of memory or crashed?)"
     last = (runs.parse_time(status.get("heartbeat")) or runs.parse_time(status.get("started_at"))
@@ -453,7 +462,7 @@ def _kill_hung_lock_holder(run_dir) -> bool:
     """SIGKILLs a run's live local worker whose heartbeat is stale; True once it is gone."""
     current = runs.read_status(run_dir)
     pid = current.get("pid")
-    if not pid or current.get("host") not in (None, socket.gethostname()) or death_reason(current) is None:
+    if not pid or not on_this_host(current) or death_reason(current) is None:
         return False
     start_ticks = current.get("pid_start_ticks")
     if not pid_alive(pid, start_ticks):  # gone, and its lock with it: another process holds it
@@ -710,7 +719,7 @@ def send_signal(run_id: str, signal_number: int = signal.SIGTERM, runs_root=None
     """Sends a signal to a run's worker on this host (used by tests and admin tools)."""
     current = runs.read_status(runs.run_path(run_id, runs_root))
     pid = current.get("pid")
-    if not pid or current.get("host") not in (None, socket.gethostname()):
+    if not pid or not on_this_host(current):
         return False
     try:
         os.kill(int(pid), signal_number)

@@ -468,7 +468,7 @@ def run_lock(run_dir: str | os.PathLike, timeout: float | None = None):
     timeout = RUN_LOCK_TIMEOUT_SECONDS if timeout is None else float(timeout)
     def hung(error: TimeoutError) -> RunLockTimeout:
         return RunLockTimeout(
-            f"could not lock run folder {Path(run_dir).name} within {float(timeout):g} s "
+            f"could not lock run folder {Path(run_dir).name} within {timeout:g} s "
             "(another process holds it and seems hung); nothing was written")
 
     with files.file_lock(run_dir, timeout=timeout, create=False, on_timeout=hung):
