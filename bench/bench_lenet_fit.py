@@ -21,7 +21,10 @@ it is imported; the order is plain, job, plain, job, ... (``--repeats``):
   for the fit (``callbacks.FrozenHeap``: Python's garbage collector stops rescanning
   TensorFlow's objects), and the random blur is two small matrix products instead of a
   1-channel depthwise convolution (``layers.RandomGaussianBlur``; both arms get this one,
-  since it is the model's own layer).
+  since it is the model's own layer). Since round 42 the job path fits a copy of the model
+  whose pooled convolutions add their bias after the pooling (``folding.bias_after_pooling``:
+  the same function), and the rotation warp is compiled by XLA on TensorFlow
+  (``fused_kernels.projective_transform``; both arms again: the model's own layer).
 
 TensorFlow turns oneDNN on by itself on some CPUs (then most of the gain goes) and leaves it off
 on others (a 2-core AMD EPYC here): the script prints which, from the plain arm's TensorFlow.
@@ -29,8 +32,9 @@ on others (a 2-core AMD EPYC here): the script prints which, from the plain arm'
 gains on a CPU where TensorFlow turns it on by itself.
 An epoch's time is the wall time between consecutive ``on_epoch_end`` calls; the first epoch
 (graph tracing) is left out. Prints the speed-up plain / job of the fastest steady epochs, the
-mean steady epochs, and both arms' validation accuracy after the last epoch (same seed, so they
-agree within noise). The target is a speed-up of at least 1.8 of the fastest steady epochs; the
+mean steady epochs, the median steady epochs (neither the pauses nor a lucky quiet minute of a
+shared host move it), and both arms' validation accuracy after the last epoch (same seed, so
+they agree within noise). The target is a speed-up of at least 1.8 of the fastest steady epochs; the
 script exits 1 when it misses. The fastest epoch leaves out the pauses between epochs, which
 the mean includes (``--target-on mean`` judges the mean instead).
 
@@ -138,6 +142,9 @@ def main(argv=None) -> int:
     speedup = min(epochs["plain"]) / min(epochs["job"])
     print(f"mean steady epoch: plain {statistics.mean(means['plain']):.2f} s, job "
           f"{statistics.mean(means['job']):.2f} s (speed-up {mean_speedup:.2f}; noisy on a shared CPU)")
+    print(f"median steady epoch: plain {statistics.median(epochs['plain']):.2f} s, job "
+          f"{statistics.median(epochs['job']):.2f} s (speed-up "
+          f"{statistics.median(epochs['plain']) / statistics.median(epochs['job']):.2f})")
     print(f"fastest steady epoch: plain {min(epochs['plain']):.2f} s, job {min(epochs['job']):.2f} s "
           f"(speed-up {speedup:.2f})")
     print(f"judged: the {arguments.target_on} steady epochs")

@@ -257,3 +257,83 @@ def test_a_frozen_only_copy_trains_the_original_and_computes_its_function_in_tra
     for layer in model.layers:
         layer.trainable = True
     assert folding.fold_for_inference(model, frozen_only=True) is model  # nothing frozen
+
+
+def _pooled_network(block_order: str = "pool-first"):
+    """Two conv stages; with "pool-first" each convolution feeds only its max pooling. A third
+    convolution with its own activation, and a fourth read twice, must keep their bias."""
+    inputs = keras.Input((12, 12, 2), name="image")
+    x = inputs
+    for index, filters in enumerate((4, 6), start=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{index}")(x)
+        pool = keras.layers.MaxPooling2D(2, name=f"pool{index}")
+        if block_order == "pool-first":
+            x = pool(x)
+        x = keras.layers.ReLU(name=f"relu{index}")(x)
+        if block_order != "pool-first":
+            x = pool(x)
+    activated = keras.layers.Conv2D(6, 1, activation="relu", name="activated")(x)
+    x = keras.layers.MaxPooling2D(1, name="pool_activated")(activated)
+    twice = keras.layers.Conv2D(6, 1, name="read_twice")(x)
+    x = keras.layers.Add(name="add")([keras.layers.MaxPooling2D(1, name="pool_twice")(twice), twice])
+    outputs = keras.layers.Dense(3, name="predictions")(keras.layers.Flatten(name="flatten")(x))
+    model = keras.Model(inputs, outputs, name="pooled")
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # biases far from their initial zeros, so moving them matters
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0.0, 1.0, layer.bias.shape))
+    return model
+
+
+def test_bias_after_pooling_moves_exactly_the_pooled_biases_and_keeps_function_and_gradients():
+    import tensorflow as tf
+
+    from core.models.layers import ConvolutionWithoutBias, PoolingWithBias
+
+    model = _pooled_network()
+    copy = folding.bias_after_pooling(model)
+    assert copy is not model
+    assert [layer.name for layer in copy.layers if isinstance(layer, ConvolutionWithoutBias)] == [
+        "conv1_without_bias", "conv2_without_bias"]
+    assert [layer.name for layer in copy.layers if isinstance(layer, PoolingWithBias)] == [
+        "pool1_with_bias", "pool2_with_bias"]
+    for name in ("activated", "read_twice", "predictions"):  # shared, bias in place
+        assert copy.get_layer(name) is model.get_layer(name)
+    # The copy owns no weights of its own: the same variables, each once.
+    assert sorted(id(variable) for variable in copy.trainable_variables) == sorted(
+        id(variable) for variable in model.trainable_variables)
+    images = np.random.default_rng(1).normal(0.0, 1.0, (8, 12, 12, 2)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(copy(images)),
+                               keras.ops.convert_to_numpy(model(images)), rtol=1e-5, atol=1e-5)
+
+    def gradients(network):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(network(images)))
+        return {variable.path: gradient.numpy() for variable, gradient in
+                zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))}
+
+    moved, reference = gradients(copy), gradients(model)
+    assert set(moved) == set(reference)
+    for path, gradient in reference.items():
+        assert np.abs(gradient).max() > 0, path
+        np.testing.assert_allclose(moved[path], gradient, rtol=1e-4, atol=1e-4, err_msg=path)
+
+
+def test_bias_after_pooling_leaves_textbook_stages_and_other_models_alone():
+    model = _pooled_network("textbook")  # conv, activation, pool: the activation is in between
+    assert folding.bias_after_pooling(model) is model
+    sequential = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                                   keras.layers.MaxPooling2D(2)])
+    assert folding.bias_after_pooling(sequential) is sequential
+
+
+def test_fitting_the_copy_trains_the_model_that_is_saved():
+    model = _pooled_network()
+    copy = folding.bias_after_pooling(model)
+    copy.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [weight.copy() for weight in model.get_weights()]
+    rng = np.random.default_rng(2)
+    copy.fit(rng.normal(0.0, 1.0, (16, 12, 12, 2)).astype("float32"),
+             rng.normal(0.0, 1.0, (16, 3)).astype("float32"), epochs=1, verbose=0)
+    changed = [not np.array_equal(old, new) for old, new in zip(before, model.get_weights())]
+    assert all(changed), changed  # every kernel and bias, the moved biases included

@@ -471,6 +471,61 @@ def test_random_affine_composes_one_warp_per_image_and_passes_through_at_inferen
         RandomAffine(perspective=0.5)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_compiled_warp_samples_as_keras_affine_transform(channels):
+    import keras
+
+    from core.models import fused_kernels
+    from core.models.layers import RandomAffine
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the compiled warp is TensorFlow's; other backends keep affine_transform")
+    images = np.random.default_rng(channels).integers(0, 256, (16, 20, 24, channels)).astype("float32")
+    transforms = RandomAffine(rotation_degrees=30, shift=0.2, zoom=0.3, shear_degrees=15,
+                              perspective=0.2, seed=1).transforms(16, 20, 24)
+    for interpolation in ("bilinear", "nearest"):
+        for fill_mode in ("nearest", "constant"):
+            compiled = fused_kernels.projective_transform(keras.ops.convert_to_tensor(images),
+                                                          transforms, interpolation, fill_mode)
+            reference = keras.ops.image.affine_transform(images, transforms, interpolation,
+                                                         fill_mode=fill_mode)
+            # Float rounding only (the compiled sums may fuse): 0.002 on 0-255 pixel values.
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(compiled),
+                                       keras.ops.convert_to_numpy(reference), atol=2e-3,
+                                       err_msg=f"{interpolation}, {fill_mode}")
+    # What it does not compile comes back as None, for the layer to use affine_transform.
+    assert fused_kernels.projective_transform(images, transforms, "bilinear", "reflect") is None
+    assert fused_kernels.projective_transform(images.astype("float64"), transforms) is None
+
+
+def test_random_affine_trains_through_the_compiled_warp_on_tensorflow():
+    import keras
+
+    from core.models.layers import RandomAffine
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("checks a TensorFlow graph")
+    import tensorflow as tf
+
+    layer = RandomAffine(rotation_degrees=10, seed=0)
+
+    def op_types(fill_mode, training):
+        layer.fill_mode = fill_mode
+        function = tf.function(lambda values: layer(values, training=training))
+        graph = function.get_concrete_function(tf.TensorSpec((None, 32, 32, 1), tf.float32)).graph
+        types = {operation.type for operation in graph.get_operations()}
+        compiled = any(operation.get_attr("_XlaMustCompile") for operation in graph.get_operations()
+                       if "_XlaMustCompile" in operation.node_def.attr)
+        return types, compiled
+
+    types, compiled = op_types("nearest", True)
+    assert compiled and "ImageProjectiveTransformV3" not in types
+    types, compiled = op_types("reflect", True)  # not compiled: TensorFlow's own kernel
+    assert not compiled and "ImageProjectiveTransformV3" in types
+    types, compiled = op_types("nearest", False)  # inference: no warp at all
+    assert not compiled and "ImageProjectiveTransformV3" not in types
+
+
 def test_affine_sampler_matches_keras_affine_transform_and_passes_gradients_to_theta(tmp_path):
     import keras
 
@@ -769,6 +824,25 @@ def test_batch_branches_compute_the_same_outputs_and_training_steps_as_one_pass(
         np.testing.assert_allclose(trained, reference, atol=1e-5)
     assert not np.allclose(model.get_weights()[0], lenet.build_from_config(
         config, 4, (32, 32, 1)).get_weights()[0])  # the step did change the weights
+
+
+def test_the_job_path_fits_a_copy_with_the_pooled_biases_moved_and_saves_the_model():
+    from core.models import iter_layers
+    from core.models.layers import PoolingWithBias
+
+    config = lenet_family.resolve_config({"model": "lenet5", "preset": "seed"})
+    fit_model, model = lenet_family.build_models(config, 4, (32, 32, 1))
+    moved = sorted(layer.name for layer in iter_layers(fit_model) if isinstance(layer, PoolingWithBias))
+    assert moved == ["block1_pool_with_bias", "block2_pool_with_bias"]
+    assert not any(isinstance(layer, PoolingWithBias) for layer in iter_layers(model))
+    assert model.get_layer("block1_conv").use_bias  # the saved model keeps Keras' own layers
+    assert {id(variable) for variable in fit_model.trainable_variables} == {
+        id(variable) for variable in model.trainable_variables}
+    # A textbook stage has its activation between convolution and pooling: nothing moves.
+    textbook = lenet_family.resolve_config({"model": "lenet5", "preset": "seed",
+                                            "block_order": "textbook", "batch_branches": 1})
+    fit_model, model = lenet_family.build_models(textbook, 4, (32, 32, 1))
+    assert fit_model is model
 
 
 def test_batch_branches_refuse_batch_norm_and_bad_counts():

@@ -1,8 +1,8 @@
 """Custom Keras layers used by the LeNet family (registered for safe_mode loading).
 
 Written with ``keras.ops`` and ``keras.random`` only, so they run on every Keras backend;
-``FusedBatchNormalization`` also uses a backend's fused kernel where ``core.models.fused_kernels``
-has one.
+``FusedBatchNormalization`` and ``RandomAffine`` also use a backend's fused kernel where
+``core.models.fused_kernels`` has one.
 """
 
 from __future__ import annotations
@@ -321,7 +321,8 @@ class RandomAffine(keras.layers.Layer):
 
     Keras' ``RandomRotation``, ``RandomTranslation`` and ``RandomZoom`` each resample the batch;
     this layer composes all the warps into one projective matrix per image and resamples once
-    (``keras.ops.image.affine_transform``), which is cheaper and blurs the images less. At
+    (``keras.ops.image.affine_transform``; on TensorFlow the same sampling compiled by XLA,
+    ``fused_kernels.projective_transform``), which is cheaper and blurs the images less. At
     inference (``training=False``) images pass through unchanged.
 
     Each image draws, uniformly and independently: an angle in [-rotation_degrees,
@@ -435,9 +436,12 @@ class RandomAffine(keras.layers.Layer):
         inputs = ops.cast(inputs, self.compute_dtype)
         height, width = int(inputs.shape[1]), int(inputs.shape[2])
         transforms = self.transforms(ops.shape(inputs)[0], height, width)
-        warped = ops.image.affine_transform(
-            inputs, ops.cast(transforms, self.compute_dtype), interpolation=self.interpolation,
-            fill_mode=self.fill_mode, data_format="channels_last")
+        warped = fused_kernels.projective_transform(inputs, transforms, self.interpolation,
+                                                    self.fill_mode)
+        if warped is None:
+            warped = ops.image.affine_transform(
+                inputs, ops.cast(transforms, self.compute_dtype), interpolation=self.interpolation,
+                fill_mode=self.fill_mode, data_format="channels_last")
         return ops.cast(warped, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -633,3 +637,50 @@ class BatchPart(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (None,) + tuple(input_shape[1:])
+
+
+class ConvolutionWithoutBias(keras.layers.Layer):
+    """A convolution layer's convolution alone, without its bias and activation.
+
+    Half of the pair ``folding.bias_after_pooling`` puts in a training graph, with
+    ``PoolingWithBias`` adding the bias back after the pooling. It owns no weights: it reads
+    ``convolution``'s kernel, so training it trains that layer. Not registered for saving: it
+    only lives inside training models that are never saved.
+
+    Args:
+        convolution: a built ``Conv2D`` with a linear activation.
+    """
+
+    def __init__(self, convolution: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.convolution = convolution
+
+    def call(self, inputs):
+        return self.convolution.convolution_op(inputs, self.convolution.kernel)
+
+    def compute_output_shape(self, input_shape):
+        return self.convolution.compute_output_shape(input_shape)
+
+
+class PoolingWithBias(keras.layers.Layer):
+    """A max pooling layer, then a convolution's bias (the other half of ``ConvolutionWithoutBias``).
+
+    Adding a per-channel constant commutes with a max, so ``pooling(convolution(x))`` equals
+    ``pooling(convolution_without_bias(x)) + bias``, with the addition (and, in training, the
+    bias's gradient) on a quarter of the values. Not registered for saving.
+
+    Args:
+        pooling: a ``MaxPooling2D``, channels last.
+        convolution: the ``Conv2D`` whose bias it adds.
+    """
+
+    def __init__(self, pooling: keras.layers.Layer, convolution: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+        self.convolution = convolution
+
+    def call(self, inputs):
+        return ops.add(self.pooling(inputs), self.convolution.bias)
+
+    def compute_output_shape(self, input_shape):
+        return self.pooling.compute_output_shape(input_shape)

@@ -269,10 +269,13 @@ def build_models(config: dict, num_classes: int, input_shape) -> tuple:
     Returns:
         ``(fit_model, model)``: ``model`` is what is validated against, saved and served; the
         ``fit_model`` trains its weights. They differ for a committee (every member's output,
-        ``lenet.build_committee``) and with ``batch_branches`` > 1
-        (``lenet.build_batch_branches``); otherwise both are the same model.
+        ``lenet.build_committee``), where a stage pools right after its convolution (its bias
+        is added after the pooling: ``folding.bias_after_pooling``) and with
+        ``batch_branches`` > 1 (``lenet.build_batch_branches``); otherwise both are the same
+        model.
     """
     from core.datasets import preprocess
+    from core.models import folding
 
     def make_augmentation():
         return preprocess.build_augmentation(config["augmentation"])
@@ -280,7 +283,8 @@ def build_models(config: dict, num_classes: int, input_shape) -> tuple:
     if config["committee_size"] > 1:  # fit the members side by side, save their vote
         return lenet.build_committee(config, num_classes, input_shape, make_augmentation)
     model = lenet.build_from_config(config, num_classes, input_shape, make_augmentation())
-    return lenet.build_batch_branches(model, int(config.get("batch_branches", 1))), model
+    fit_model = folding.bias_after_pooling(model)  # the same function, a cheaper gradient
+    return lenet.build_batch_branches(fit_model, int(config.get("batch_branches", 1))), model
 
 
 def _with_mirrored_signs(images, labels, class_names):
