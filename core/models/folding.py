@@ -51,6 +51,18 @@ def _graph_nodes(model) -> list:
     return nodes
 
 
+def _use_counts(nodes) -> tuple[dict[int, int], dict[int, int]]:
+    """``(calls, readers)`` over a graph's ``nodes``: how many times each layer is called
+    (by ``id(layer)``) and how many calls read each tensor (by ``id(tensor)``)."""
+    calls: dict[int, int] = {}
+    readers: dict[int, int] = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for tensor in node.input_tensors:
+            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    return calls, readers
+
+
 def _producer_node(tensor):
     operation, node_index, _ = tensor._keras_history
     return operation._inbound_nodes[node_index]
@@ -154,12 +166,7 @@ def find_folds(model, *, frozen_only: bool = False) -> dict:
 
     def scan(functional) -> None:
         nodes = _graph_nodes(functional)
-        readers: dict[int, int] = {}
-        calls: dict[int, int] = {}
-        for node in nodes:
-            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-            for tensor in node.input_tensors:
-                readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+        calls, readers = _use_counts(nodes)
         for node in nodes:
             layer = node.operation
             if _is_functional(layer):
@@ -335,12 +342,7 @@ def bias_after_pooling(model):
     if not _is_functional(model):
         return model
     nodes = _graph_nodes(model)
-    readers: dict[int, int] = {}
-    calls: dict[int, int] = {}
-    for node in nodes:
-        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-        for tensor in node.input_tensors:
-            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    calls, readers = _use_counts(nodes)
     convolution_of: dict[int, object] = {}  # id(pooling) -> its convolution
     for node in nodes:
         pooling = node.operation
