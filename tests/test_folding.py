@@ -265,23 +265,27 @@ def _pooled_network(block_order: str = "pool-first"):
     inputs = keras.Input((12, 12, 2), name="image")
     x = inputs
     for index, filters in enumerate((4, 6), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{index}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{index}",
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=index))(x)
         pool = keras.layers.MaxPooling2D(2, name=f"pool{index}")
         if block_order == "pool-first":
             x = pool(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
         if block_order != "pool-first":
             x = pool(x)
-    activated = keras.layers.Conv2D(6, 1, activation="relu", name="activated")(x)
+    activated = keras.layers.Conv2D(6, 1, activation="relu", name="activated",
+                                    kernel_initializer=keras.initializers.GlorotUniform(seed=3))(x)
     x = keras.layers.MaxPooling2D(1, name="pool_activated")(activated)
-    twice = keras.layers.Conv2D(6, 1, name="read_twice")(x)
+    twice = keras.layers.Conv2D(6, 1, name="read_twice",
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=4))(x)
     x = keras.layers.Add(name="add")([keras.layers.MaxPooling2D(1, name="pool_twice")(twice), twice])
-    outputs = keras.layers.Dense(3, name="predictions")(keras.layers.Flatten(name="flatten")(x))
+    outputs = keras.layers.Dense(3, name="predictions", kernel_initializer=keras.initializers.
+                                 GlorotUniform(seed=5))(keras.layers.Flatten(name="flatten")(x))
     model = keras.Model(inputs, outputs, name="pooled")
     rng = np.random.default_rng(0)
-    for layer in model.layers:  # biases far from their initial zeros, so moving them matters
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(rng.normal(0.0, 1.0, layer.bias.shape))
+    for layer in model.layers:  # biases far from their initial zeros, so moving them matters,
+        if getattr(layer, "bias", None) is not None:  # and positive, so no ReLU is dead
+            layer.bias.assign(rng.uniform(0.2, 1.0, layer.bias.shape))
     return model
 
 

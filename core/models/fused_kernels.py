@@ -12,7 +12,7 @@ training step's CPU time in a TensorFlow profile.
 ``ImageProjectiveTransformV3`` there, a kernel that evaluates each output pixel on its own
 (about 22 ns a pixel on one core here: three quarters of a millisecond for 64 images of
 32 x 32, an eighth of the seed LeNet's training step). The same bilinear sampling written as
-gathers and compiled by XLA takes a fifth of that.
+gathers and compiled by XLA takes a quarter of that.
 
 Each function here returns None when the running backend has no such kernel or the input is one
 it does not take; the caller then computes the same thing with ``keras.ops``. This is the only
