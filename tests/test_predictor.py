@@ -222,6 +222,38 @@ def test_precision_auto_keeps_small_models_in_float32_and_bfloat16_stays_close(i
         resolve_precision(model, "float16")
 
 
+def test_a_model_with_batch_norm_predicts_through_a_folded_copy(isolated_roots):
+    import keras
+
+    from core.models import iter_layers
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((RGB_SPEC["image_size"], RGB_SPEC["image_size"], 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    rng = np.random.default_rng(3)  # moving statistics far from 0 / 1, so folding matters
+    model.get_layer("conv_bn").set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(0.0, 0.2, 4),
+                                            rng.normal(0.0, 0.3, 4), rng.uniform(0.5, 2.0, 4)])
+    predictor = Predictor.from_run(make_run(isolated_roots["runs"], RGB_SPEC, model),
+                                   precision="float32")
+    images = random_images(6)
+    expected = np.asarray(predictor.model.predict_on_batch(
+        predictor.preprocess(images).astype(np.float32)))
+    np.testing.assert_allclose(predictor.predict(images), expected, atol=1e-5)
+    assert any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in iter_layers(predictor.model))  # Grad-CAM and export see the saved model
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in iter_layers(predictor._inference_model))
+    # A model without batch norm is served as saved.
+    plain = Predictor.from_run(make_run(isolated_roots["runs"], RGB_SPEC, build_model(RGB_SPEC)),
+                               precision="float32")
+    assert plain._inference_model is plain.model
+
+
 def test_guess_label_from_file_names():
     from core.charts.classify import guess_label
 
