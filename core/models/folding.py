@@ -51,16 +51,24 @@ def _graph_nodes(model) -> list:
     return nodes
 
 
-def _use_counts(nodes) -> tuple[dict[int, int], dict[int, int]]:
-    """``(calls, readers)`` over a graph's ``nodes``: how many times each layer is called
-    (by ``id(layer)``) and how many calls read each tensor (by ``id(tensor)``)."""
+def _exclusive_reads(nodes):
+    """``(producer, layer, tensor)`` for each call among a graph's ``nodes`` in which ``layer``,
+    called nowhere else, reads a single ``tensor`` that no other call reads, made by a
+    ``producer`` also called only once: the pairs a rewrite may merge or reorder."""
     calls: dict[int, int] = {}
     readers: dict[int, int] = {}
     for node in nodes:
         calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         for tensor in node.input_tensors:
             readers[id(tensor)] = readers.get(id(tensor), 0) + 1
-    return calls, readers
+    for node in nodes:
+        layer = node.operation
+        if len(node.input_tensors) != 1 or calls.get(id(layer)) != 1:
+            continue
+        tensor = node.input_tensors[0]
+        producer = tensor._keras_history[0]
+        if readers.get(id(tensor)) == 1 and calls.get(id(producer)) == 1:
+            yield producer, layer, tensor
 
 
 def _producer_node(tensor):
@@ -166,18 +174,11 @@ def find_folds(model, *, frozen_only: bool = False) -> dict:
 
     def scan(functional) -> None:
         nodes = _graph_nodes(functional)
-        calls, readers = _use_counts(nodes)
         for node in nodes:
-            layer = node.operation
-            if _is_functional(layer):
-                scan(layer)
-                continue
-            if len(node.input_tensors) != 1 or calls.get(id(layer)) != 1:
-                continue
-            tensor = node.input_tensors[0]
-            producer = tensor._keras_history[0]
-            if readers.get(id(tensor)) != 1 or calls.get(id(producer)) != 1:
-                continue
+            if _is_functional(node.operation):
+                scan(node.operation)
+        # A nested model matches neither pattern below, as the layer or as its producer.
+        for producer, layer, tensor in _exclusive_reads(nodes):
             if frozen_only and (_trains(layer) or _trains(producer)):
                 continue
             if (isinstance(layer, keras.layers.BatchNormalization) and len(tensor.shape) >= 2
@@ -341,18 +342,9 @@ def bias_after_pooling(model):
 
     if not _is_functional(model):
         return model
-    nodes = _graph_nodes(model)
-    calls, readers = _use_counts(nodes)
-    convolution_of: dict[int, object] = {}  # id(pooling) -> its convolution
-    for node in nodes:
-        pooling = node.operation
-        if len(node.input_tensors) != 1 or calls.get(id(pooling)) != 1:
-            continue
-        tensor = node.input_tensors[0]
-        convolution = tensor._keras_history[0]
-        if readers.get(id(tensor)) == 1 and calls.get(id(convolution)) == 1 \
-                and _bias_moves_after(convolution, pooling):
-            convolution_of[id(pooling)] = convolution
+    convolution_of = {id(pooling): convolution  # id(pooling) -> the convolution it reads
+                      for convolution, pooling, _ in _exclusive_reads(_graph_nodes(model))
+                      if _bias_moves_after(convolution, pooling)}
     if not convolution_of:
         return model
     moved = {id(convolution) for convolution in convolution_of.values()}
