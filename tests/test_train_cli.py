@@ -162,3 +162,31 @@ def test_frozen_heap_freezes_the_objects_alive_at_train_begin_for_the_fit_only()
               callbacks=[FrozenHeap(), probe])
     assert len(probe.frozen_counts) == 2 and min(probe.frozen_counts) > 10_000  # TF's objects
     assert gc.get_freeze_count() == 0  # unfrozen when the fit ends
+
+
+def test_a_fit_that_raises_leaves_no_heap_frozen_once_the_run_context_detaches(tmp_path):
+    import gc
+
+    import keras
+
+    from core.training.trainer import RunContext
+
+    class FailingEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("disk full")
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    context = RunContext(run_dir, {"model": "lenet5"}, extra_callbacks=[FailingEpoch()])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.fit(np.zeros((8, 3), np.float32), np.zeros(8, np.int64), epochs=2, verbose=0,
+                  validation_data=(np.zeros((4, 3), np.float32), np.zeros(4, np.int64)),
+                  callbacks=context.callbacks(total_epochs=2))
+    assert gc.get_freeze_count() > 10_000  # Keras skipped on_train_end: still frozen
+    context.detach()
+    assert gc.get_freeze_count() == 0
+    context.detach()  # a second detach unfreezes nothing more
+    assert gc.get_freeze_count() == 0

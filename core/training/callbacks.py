@@ -45,14 +45,29 @@ class FrozenHeap(keras.callbacks.Callback):
     those scans were about 3 % of the process's CPU time, and 0.2 % with the heap frozen. Objects
     created during training are still collected as usual; ``on_train_end`` unfreezes (a frozen
     object that later became garbage would otherwise never be freed).
+
+    Keras does not call ``on_train_end`` when ``fit`` raises, so whoever runs the ``fit`` calls
+    ``release()`` afterwards as well (``RunContext.detach`` does, for every heap it handed out);
+    it unfreezes only a heap this callback froze and not yet released.
     """
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = False
 
     def on_train_begin(self, logs=None):
         gc.collect()
         gc.freeze()
+        self.frozen = True
 
     def on_train_end(self, logs=None):
-        gc.unfreeze()
+        self.release()
+
+    def release(self) -> None:
+        """Unfreezes the heap if this callback froze it and has not unfrozen it yet."""
+        if self.frozen:
+            self.frozen = False
+            gc.unfreeze()
 
 
 def current_learning_rate(model) -> float | None:

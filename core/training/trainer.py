@@ -307,6 +307,7 @@ class RunContext:
         self.logger.addHandler(self._warning_collector)
         self._cancelled = False
         self._fit_calls = 0
+        self._frozen_heaps = []  # the FrozenHeap callbacks handed out, released by detach()
         self._stage_end_epoch = 0
         self.started = time.monotonic()  # what a time budget counts from
         self.time_budget = None  # the TimeBudget callback of the latest fit that has one
@@ -341,8 +342,16 @@ class RunContext:
         self.logger.warning(str(message), extra={RUN_WARNING_FLAG: True})
 
     def detach(self) -> None:
-        """Removes the warning collector from the logger (the run is over)."""
+        """Ends the run's hold on the process: removes the warning collector from the logger and
+        unfreezes a heap a ``fit`` froze but could not release because it raised."""
         self.logger.removeHandler(self._warning_collector)
+        for heap in self._frozen_heaps:
+            heap.release()
+        self._frozen_heaps.clear()
+
+    def _remember_heap(self, heap):
+        self._frozen_heaps.append(heap)
+        return heap
 
     # --- distribution -------------------------------------------------------------------
     def scope(self):
@@ -444,7 +453,7 @@ class RunContext:
             run_callbacks.BestModelSaver(self.model_path, model_to_save=model_to_save,
                                          initial_best=self.best_val_accuracy()),
             run_callbacks.ProgressReporter(self.run_dir, total_epochs, epoch_offset=epoch_offset),
-            run_callbacks.FrozenHeap(),
+            self._remember_heap(run_callbacks.FrozenHeap()),
         ]
         if self.console:
             items.append(run_callbacks.ConsoleProgress(total_epochs, epoch_offset=epoch_offset))
