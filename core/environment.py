@@ -46,7 +46,7 @@ def share_cpu_threads(branches: int) -> int | None:
     core), and each operation splits its work over the intra-op pool. For operations as small as
     a LeNet's that splitting costs more than it gains: one intra-op thread per part, on a 2-core
     machine, gave steady seed-preset epochs of 2.5-3.1 s against 3.1-4.2 s with the default
-    threads (two parts each time; README, round 39). So each part gets ``usable_cores() // branches`` threads (at least
+    threads (two parts each time; docs/RESULTS_LOG.md, round 39). So each part gets ``usable_cores() // branches`` threads (at least
     one). Call it before TensorFlow runs its first operation; it changes only this process.
 
     Args:

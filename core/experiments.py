@@ -84,7 +84,7 @@ SELF_TRAINING_EPOCHS = 4
 # on the validation split (4,290 real images) went 82.4, 88.1, 90.9, 92.3, 92.8, 94.6, 96.1,
 # 96.1, 96.3 % over rounds 1-9 (the real photos kept grew from 25,245 in round 3 to 31,156 of
 # 34,919 in round 9), flattening after round 7; seeds 0 and 2 reached 92.9 and 95.5 % after
-# round 8, against 91.6 and 90.7 % after round 3 (README, round 30).
+# round 8, against 91.6 and 90.7 % after round 3 (docs/RESULTS_LOG.md, round 30).
 SELF_TRAINING_ROUNDS = 8
 SELF_TRAINING_ROLE = "self-training"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

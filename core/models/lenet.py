@@ -53,7 +53,7 @@ Presets (``PRESETS``):
   The spatial transformer
   moved validation from 98.51 % (seed 0; 98.5–99.3 % over initial weights) to
   99.42 % with 20 epochs (739 s here) and 99.46 / 99.21 % (seeds 0 / 1) with 25 (about 950 s,
-  over budget). Measured and not kept (README): ``mirror_signs`` with 16 epochs (validation
+  over budget). Measured and not kept (docs/RESULTS_LOG.md): ``mirror_signs`` with 16 epochs (validation
   99.02 %, test sample 98.0 %), stages 32/64/128 (99.00 % / 99.0 %, 975 s), ``block_order``
   "pool-first" (99.25 % / 99.0 %, 672 s; its steps are 15 % faster, but seed 0 of the preset
   measured 99.44 % / 99.0 %), 48-pixel images sampled by the transformer onto a 32-pixel
@@ -265,7 +265,7 @@ PRESETS: dict[str, dict] = {
 COMMITTEE_MEMBERS = 3
 # It takes several times the plus's time, so it has no time budget.
 # Its label smoothing and weight decay stay 0 and its input grayscale: the committee was measured
-# so (README), before the plus took them.
+# so (docs/RESULTS_LOG.md), before the plus took them.
 PRESETS["committee"] = {**copy.deepcopy(PRESETS["plus"]), "committee_size": COMMITTEE_MEMBERS,
                         "time_budget_seconds": 0, "label_smoothing": 0.0, "weight_decay": 0.0,
                         "preprocessing": {**PRESETS["plus"]["preprocessing"], "color": "grayscale"}}
@@ -348,7 +348,7 @@ FIELD_HELP = {
                       "further away.",
     "occlusion": "Share of training images with one random rectangle (2-20 % of the image) "
                  "covered by noise (random erasing): a branch or a sticker hiding part of a "
-                 "sign. On the plus preset 0.5 cost accuracy (README, round 37).",
+                 "sign. On the plus preset 0.5 cost accuracy (docs/RESULTS_LOG.md, round 37).",
     "shift": "Random shift of training images, as a fraction of their size.",
     "zoom": "Random zoom in or out of training images, as a fraction.",
     "labels_per_class": "Use only this many training images per class (empty = all). Small "
